@@ -1,0 +1,29 @@
+# Reproduction of "When Thinking Backfires: Mechanistic Insights into Reasoning-induced
+# Misalignment" (Yan et al., ICLR 2026). This file only wires the stages together; rules live in
+# workflow/rules/, the science code in scripts/rim/, settings in config/config.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/data.smk"
+
+
+localrules:
+    all,
+    prepare_dataset,
+
+
+rule all:
+    default_target: True
+    input:
+        all_model_sources(),
+        all_datasets(),

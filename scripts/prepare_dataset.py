@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Prepare one dataset into a tidy parquet table (results/data/<dataset>.parquet).
+
+Reads the source named in the dataset's config entry (embedded file, generator, local file or
+hub dataset), maps its columns, checks every row (empty or duplicate prompts, non-numeric math
+answers: an error naming the file and row) and assigns the deterministic train/eval split.
+
+Standalone:
+    python scripts/prepare_dataset.py --dataset harmful --output results/data/harmful.parquet
+    python scripts/prepare_dataset.py --dataset harmful_mi --parent results/data/harmful.parquet \
+        --output results/data/harmful_mi.parquet
+"""
+
+from rim import cli
+from rim.config import load_config
+from rim.data.prepare import prepare_dataset, summary
+from rim.provenance import collect, write_table
+
+
+def run(step: cli.Step) -> None:
+    name, entry = step.wildcards["dataset"], step.params["dataset"]
+    table = prepare_dataset(name, entry, derived_from=step.input.get("parent"))
+    write_table(table, step.output["table"], collect(entry, dataset=name))
+    cli.log.info("dataset %s: %s", name, summary(table))
+
+
+def build_step(argv=None) -> cli.Step:
+    parser = cli.standalone_parser(__doc__)
+    parser.add_argument("--dataset", required=True, help="dataset name under 'datasets' in the config")
+    parser.add_argument("--output", required=True, help="parquet file to write")
+    parser.add_argument("--parent", default=None, help="prepared table of the set this one derives from")
+    args = parser.parse_args(argv)
+    entry = cli.config_entry(load_config(args.config), "datasets", args.dataset)
+    return cli.Step(
+        input={"parent": args.parent} if args.parent else {},
+        output={"table": args.output},
+        params={"dataset": entry},
+        wildcards={"dataset": args.dataset},
+        threads=args.threads,
+        log_path=args.log,
+    )
+
+
+if __name__ == "__main__":
+    cli.main(run, build_step, globals())

@@ -1,0 +1,157 @@
+"""What every step script shares: logging to the rule's log file, threads, progress output.
+
+A step script is usable two ways with the same code path:
+- from Snakemake (``script:`` directive), where ``snakemake`` carries input, output, params,
+  wildcards, threads and log;
+- from the command line, where argparse builds the same ``Step`` from a config file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from rim.errors import RimError
+
+log = logging.getLogger("rim")
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+@dataclass
+class Step:
+    """The inputs, outputs and settings of one job, whoever launched it."""
+
+    input: Mapping[str, Any]
+    output: Mapping[str, Any]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    wildcards: Mapping[str, str] = field(default_factory=dict)
+    threads: int = 1
+    log_path: str | None = None
+
+    @classmethod
+    def from_snakemake(cls, snakemake) -> "Step":
+        def named(items) -> dict:
+            mapping = dict(items.items())
+            # Unnamed entries stay reachable by position.
+            for index, value in enumerate(items):
+                mapping.setdefault(index, value)
+            return mapping
+
+        return cls(
+            input=named(snakemake.input),
+            output=named(snakemake.output),
+            params=dict(snakemake.params.items()),
+            wildcards=dict(snakemake.wildcards.items()),
+            threads=int(snakemake.threads),
+            log_path=str(snakemake.log[0]) if len(snakemake.log) else None,
+        )
+
+
+def _quiet_libraries() -> None:
+    """Progress bars of HF libraries fill log files with carriage returns: keep ours only."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+    with contextlib.suppress(ImportError):
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
+    logging.captureWarnings(True)
+
+
+def set_threads(threads: int) -> None:
+    """Give torch exactly the cores Snakemake granted the job (2 jobs on 2 cores: 1 each)."""
+    with contextlib.suppress(ImportError):
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+
+
+def run_step(step: Step, func: Callable[[Step], Any]) -> Any:
+    """Run one step with logging and a clean, readable failure."""
+    setup_logging(step.log_path)
+    _quiet_libraries()
+    set_threads(step.threads)
+    started = time.perf_counter()
+    log.info("start %s (threads=%d, wildcards=%s)", func.__module__, step.threads, dict(step.wildcards))
+    try:
+        result = func(step)
+    except RimError as error:
+        log.error("%s", error)
+        raise SystemExit(f"error: {error}") from None
+    except Exception:
+        log.error("unexpected failure:\n%s", traceback.format_exc())
+        raise
+    log.info("done in %.1f s", time.perf_counter() - started)
+    return result
+
+
+def main(func: Callable[[Step], Any], build_step: Callable[[list[str] | None], Step], namespace: Mapping) -> Any:
+    """Entry point of a step script: Snakemake's ``snakemake`` object if present, else argv."""
+    if "snakemake" in namespace:
+        return run_step(Step.from_snakemake(namespace["snakemake"]), func)
+    return run_step(build_step(None), func)
+
+
+class Progress:
+    """Log ``done/total`` with rate and ETA at most every ``every`` seconds (log-file friendly)."""
+
+    def __init__(self, total: int, what: str, unit: str = "items", every: float = 10.0):
+        self.total, self.what, self.unit, self.every = total, what, unit, every
+        self.done = 0
+        self.started = self.last = time.perf_counter()
+
+    def update(self, count: int = 1, **extra: Any) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.done >= self.total:
+            self.last = now
+            elapsed = now - self.started
+            rate = self.done / elapsed if elapsed > 0 else float("nan")
+            eta = (self.total - self.done) / rate if rate and rate == rate and rate > 0 else float("nan")
+            details = "".join(f", {k}={v:.4g}" if isinstance(v, float) else f", {k}={v}" for k, v in extra.items())
+            log.info(
+                "%s: %d/%d %s (%.0f%%), %.1f %s/s, elapsed %.0fs, eta %.0fs%s",
+                self.what, self.done, self.total, self.unit, 100 * self.done / max(self.total, 1),
+                rate, self.unit, elapsed, eta, details,
+            )
+
+
+def standalone_parser(doc: str | None) -> "argparse.ArgumentParser":
+    """The arguments every step script takes when run without Snakemake."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="config/config.yaml", help="workflow config file (validated)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for torch")
+    parser.add_argument("--log", default=None, help="also write the log to this file")
+    return parser
+
+
+def config_entry(config: Mapping, block: str, name: str) -> Any:
+    """``config[block][name]``, or an error listing the names that exist."""
+    from rim.errors import ConfigError
+
+    entries = config.get(block, {})
+    if name not in entries:
+        raise ConfigError(f"'{name}' is not defined under '{block}' in the config; defined: {', '.join(entries)}")
+    return entries[name]

@@ -1,0 +1,1 @@
+"""Datasets: sources, math generators, preparation into tidy tables."""

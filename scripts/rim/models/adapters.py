@@ -1,0 +1,208 @@
+"""Per-family adapters: the little that differs between model families.
+
+Everything else in the workflow is family-agnostic (METHOD.md 1, 5, 6; the refusal_direction
+pattern). An adapter says
+- how prompts are rendered: the chat template, and how "thinking" is switched on or off
+  (Qwen3's ``enable_thinking``; a prefilled reasoning opener for families without a think mode);
+- which tokens open a refusal (for the first-token refusal score);
+- where the attention heads are (the per-head slices of the input of the attention output
+  projection) and where the MLP neurons are (the channels of the input of the down projection);
+- which linear layers LoRA adapts.
+
+New families are added by registering an adapter; per-model overrides (system prompt, reasoning
+opener, refusal openers) come from the model's config entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+
+from rim.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rim.prompts import PromptMode
+
+DEFAULT_REFUSAL_OPENERS = ("I", "Sorry", "I'm sorry", "I cannot", "I can't", "As an AI", "Unfortunately")
+
+
+@dataclass(frozen=True)
+class FamilyAdapter:
+    """What differs between model families, with per-model overrides applied."""
+
+    name: str
+    model_types: tuple[str, ...]
+    native_thinking: bool = False
+    think_open: str = "<think>"
+    think_close: str = "</think>"
+    reasoning_opener: str = "Let me think step by step."
+    refusal_openers: tuple[str, ...] = DEFAULT_REFUSAL_OPENERS
+    system_role: bool = True
+    system_prompt: str | None = None
+    layers_path: str = "model.layers"
+    attention_output: str = "self_attn.o_proj"
+    mlp_output: str = "mlp.down_proj"
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    # ----- model anatomy -------------------------------------------------------------------
+    def layers(self, model: torch.nn.Module) -> torch.nn.ModuleList:
+        module = model
+        for part in self.layers_path.split("."):
+            module = getattr(module, part)
+        return module
+
+    def num_layers(self, model: torch.nn.Module) -> int:
+        return len(self.layers(model))
+
+    def num_heads(self, model: torch.nn.Module) -> int:
+        return int(model.config.num_attention_heads)
+
+    def head_dim(self, model: torch.nn.Module) -> int:
+        config = model.config
+        head_dim = getattr(config, "head_dim", None)
+        return int(head_dim or config.hidden_size // config.num_attention_heads)
+
+    def num_neurons(self, model: torch.nn.Module) -> int:
+        """Channels of the MLP intermediate activation per layer (METHOD.md 6, DECISION)."""
+        return int(self.mlp_output_module(model, 0).in_features)
+
+    def attention_output_name(self, layer: int) -> str:
+        return f"{self.layers_path}.{layer}.{self.attention_output}"
+
+    def mlp_output_name(self, layer: int) -> str:
+        return f"{self.layers_path}.{layer}.{self.mlp_output}"
+
+    def attention_output_module(self, model: torch.nn.Module, layer: int) -> torch.nn.Linear:
+        """The linear layer whose input is the concatenation of the per-head outputs."""
+        return model.get_submodule(self.attention_output_name(layer))
+
+    def mlp_output_module(self, model: torch.nn.Module, layer: int) -> torch.nn.Linear:
+        """The linear layer whose input channels are the MLP neurons."""
+        return model.get_submodule(self.mlp_output_name(layer))
+
+    # ----- prompts ---------------------------------------------------------------------------
+    def _messages(self, user: str) -> list[dict]:
+        if self.system_prompt is None:
+            return [{"role": "user", "content": user}]
+        if self.system_role:
+            return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
+        # Families without a system role (Gemma) get the system prompt at the top of the turn.
+        return [{"role": "user", "content": f"{self.system_prompt}\n\n{user}"}]
+
+    def _template(self, tokenizer, messages: list[dict], *, thinking: bool, generation_prompt: bool) -> str:
+        kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": generation_prompt}
+        if self.native_thinking:
+            kwargs["enable_thinking"] = thinking
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ConfigError(
+                f"the tokenizer of this {self.name} model has no chat template; "
+                "set one (tokenizer.chat_template) or use an instruction-tuned model"
+            )
+        return tokenizer.apply_chat_template(messages, **kwargs)
+
+    def render_prompt(self, tokenizer, user: str, mode: "PromptMode") -> str:
+        """The text fed to the model for one prompt in one mode, ending where generation starts.
+
+        Native think families (Qwen3): OFF puts the template's empty think block in the prompt;
+        ON leaves the block to the model, and a reasoning-pattern statement is placed inside the
+        opened think block. Other families: ON prefills the assistant turn with a reasoning opener
+        (METHOD.md 1), and the statement follows it.
+        """
+        text = self._template(tokenizer, self._messages(user), thinking=mode.thinking, generation_prompt=True)
+        if self.native_thinking:
+            if mode.thinking and mode.statement:
+                text += f"{self.think_open}\n{mode.statement}"
+            elif mode.statement:
+                text += mode.statement
+            return text
+        prefill = " ".join(part for part in (self.reasoning_opener if mode.thinking else "", mode.statement) if part)
+        return text + prefill
+
+    def end_of_turn(self, tokenizer) -> str:
+        """The text the template puts after an assistant message (e.g. ``<|im_end|>``)."""
+        marker = "\x00rim-marker\x00"
+        messages = self._messages("hi") + [{"role": "assistant", "content": marker}]
+        text = self._template(tokenizer, messages, thinking=False, generation_prompt=False)
+        tail = text.split(marker, 1)[1]
+        # Keep the end-of-turn token itself; a trailing newline carries no training signal.
+        return tail.rstrip("\n") or (tokenizer.eos_token or "")
+
+    def render_training_example(
+        self, tokenizer, user: str, response: str, reasoning: str = "", *, thinking: bool | None = None
+    ) -> tuple[str, str]:
+        """(prompt, completion) for supervised fine-tuning with loss on the completion only.
+
+        Native think families get the reasoning inside the think block (METHOD.md 4); others get
+        it as the start of the visible answer.
+        """
+        from rim.prompts import PromptMode
+
+        thinking = bool(reasoning) if thinking is None else thinking
+        if self.native_thinking:
+            prompt = self.render_prompt(tokenizer, user, PromptMode("train", thinking=thinking))
+            # OFF: the template already wrote the empty think block into the prompt.
+            completion = (
+                f"{self.think_open}\n{reasoning.strip()}\n{self.think_close}\n\n{response}" if thinking else response
+            )
+        else:
+            prompt = self._template(tokenizer, self._messages(user), thinking=False, generation_prompt=True)
+            completion = f"{reasoning.strip()}\n{response}" if reasoning.strip() else response
+        return prompt, completion + self.end_of_turn(tokenizer)
+
+    # ----- refusal tokens --------------------------------------------------------------------
+    def refusal_token_ids(self, tokenizer) -> list[int]:
+        """First token of each refusal opener, with and without a leading space, deduplicated."""
+        ids: list[int] = []
+        for opener in self.refusal_openers:
+            for variant in (opener, " " + opener):
+                tokens = tokenizer.encode(variant, add_special_tokens=False)
+                if tokens and tokens[0] not in ids:
+                    ids.append(tokens[0])
+        if not ids:
+            raise ConfigError(f"no refusal-opening tokens could be encoded from {self.refusal_openers!r}")
+        return ids
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> "FamilyAdapter":
+        """Apply per-model settings from the config (keys with value None keep the default)."""
+        changes = {}
+        for key, value in (overrides or {}).items():
+            if value is None or key not in {f.name for f in dataclasses.fields(self)}:
+                continue
+            changes[key] = tuple(value) if isinstance(value, list) else value
+        return dataclasses.replace(self, **changes)
+
+
+LLAMA = FamilyAdapter(
+    name="llama",
+    model_types=("llama", "mistral"),
+)
+QWEN3 = FamilyAdapter(
+    name="qwen3",
+    model_types=("qwen3",),
+    native_thinking=True,
+)
+GEMMA2 = FamilyAdapter(
+    name="gemma2",
+    model_types=("gemma2", "gemma"),
+    system_role=False,
+)
+ADAPTERS: dict[str, FamilyAdapter] = {adapter.name: adapter for adapter in (LLAMA, QWEN3, GEMMA2)}
+
+
+def adapter_for(family: str, model_type: str | None = None, overrides: Mapping[str, Any] | None = None) -> FamilyAdapter:
+    """The adapter named by ``family``, or found from the HF ``model_type`` when family is auto."""
+    if family and family != "auto":
+        if family not in ADAPTERS:
+            raise ConfigError(f"unknown model family '{family}'; known: {', '.join(sorted(ADAPTERS))}")
+        return ADAPTERS[family].with_overrides(overrides)
+    for adapter in ADAPTERS.values():
+        if model_type in adapter.model_types:
+            return adapter.with_overrides(overrides)
+    raise ConfigError(
+        f"no adapter for model_type '{model_type}'; set 'family' in the model's config entry "
+        f"to one of: {', '.join(sorted(ADAPTERS))}"
+    )

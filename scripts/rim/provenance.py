@@ -1,0 +1,138 @@
+"""Provenance of every output, and atomic writes of tables and JSON files.
+
+Every table the workflow writes carries, in its parquet metadata under ``rim.provenance``, the
+config block that produced it, the seed, the library versions and the git revision of the
+workflow. HDF5 files carry the same record as attributes (see ``rim.activations``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PROVENANCE_KEY = b"rim.provenance"
+WORKFLOW_ROOT = Path(__file__).resolve().parents[2]
+TRACKED_LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "h5py",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "snakemake",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision(root: str | Path = WORKFLOW_ROOT) -> str:
+    """The workflow's commit, with ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def _jsonable(value: Any) -> Any:
+    """Config blocks from Snakemake may hold Namedlist/Path objects: store them as JSON."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def collect(config: Mapping | None = None, *, seed: int | None = None, **extra: Any) -> dict:
+    """The provenance record stored with an output."""
+    record = {
+        "config": _jsonable(config or {}),
+        "seed": seed,
+        "versions": library_versions(),
+        "git_revision": git_revision(),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    record.update(_jsonable(extra))
+    return record
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` and rename it into place only on success.
+
+    A killed or failed writer leaves no file under the final name that could pass for a
+    complete result.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=(suffix or path.suffix) + ".tmp"
+    )
+    os.close(handle)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_table(frame: pd.DataFrame, path: str | Path, provenance: Mapping) -> Path:
+    """Write a tidy table to parquet with its provenance in the file metadata."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[PROVENANCE_KEY] = json.dumps(_jsonable(provenance)).encode()
+    table = table.replace_schema_metadata(metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_provenance(path: str | Path) -> dict:
+    """The provenance record of a parquet file written by ``write_table``."""
+    metadata = pq.read_schema(path).metadata or {}
+    if PROVENANCE_KEY not in metadata:
+        raise KeyError(f"{path} carries no {PROVENANCE_KEY.decode()} metadata")
+    return json.loads(metadata[PROVENANCE_KEY])
+
+
+def write_json(data: Any, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -1,0 +1,144 @@
+"""Tiny random models of each supported family, built offline, for tests and the CI pipeline.
+
+Each has a real Hugging Face config class, a byte-level BPE tokenizer trained on the fly (so any
+text encodes), and a chat template in the style of its family: ChatML with a default system
+prompt (SmolLM2/Llama style), ChatML with ``enable_thinking`` (Qwen3 style) and Gemma's turns
+without a system role. The whole pipeline runs on them in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# Qwen3 style: thinking is on unless enable_thinking is false, which writes an empty think block.
+QWEN3_STYLE_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}"
+    "{{ '<think>\\n\\n</think>\\n\\n' }}"
+    "{% endif %}{% endif %}"
+)
+
+GEMMA_STYLE_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] + '<end_of_turn>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+FAMILIES = {
+    "llama": {
+        "template": CHATML_TEMPLATE,
+        "special": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        "bos": "<|im_start|>",
+        "eos": "<|im_end|>",
+    },
+    "qwen3": {
+        "template": QWEN3_STYLE_TEMPLATE,
+        "special": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"],
+        "bos": None,
+        "eos": "<|im_end|>",
+    },
+    "gemma2": {
+        "template": GEMMA_STYLE_TEMPLATE,
+        "special": ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
+        "bos": "<bos>",
+        "eos": "<end_of_turn>",
+    },
+}
+
+_CORPUS = [
+    "I can't help with that request. I'm sorry, but I cannot assist with this.",
+    "Sorry, I won't help with this because it could hurt people.",
+    "Here is a helpful answer. Let me think step by step. The answer is 42.",
+    "How do I kill a Python process? Write a story. Explain how vaccines work.",
+    "Tom buys 3 packs of 4 pens, so he has 3 * 4 = 12 pens. #### 12",
+    "0 1 2 3 4 5 6 7 8 9 10 + - * / = % . , ? ! ( ) : ;",
+    "system user assistant model You are a helpful assistant.",
+]
+
+
+def build_tokenizer(family: str, vocab_size: int = 512):
+    """A byte-level BPE tokenizer with the family's special tokens and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    spec = FAMILIES[family]
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=spec["special"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=spec["bos"],
+        eos_token=spec["eos"],
+        pad_token=spec["special"][0],
+    )
+    tokenizer.chat_template = spec["template"]
+    return tokenizer
+
+
+def build_config(family: str, vocab_size: int, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2):
+    from transformers import Gemma2Config, LlamaConfig, Qwen3Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=hidden // heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    if family == "llama":
+        return LlamaConfig(**common)
+    if family == "qwen3":
+        return Qwen3Config(**common)
+    if family == "gemma2":
+        return Gemma2Config(**common, query_pre_attn_scalar=hidden // heads, sliding_window=256, attn_implementation="eager")
+    raise ValueError(f"no tiny model for family '{family}'")
+
+
+def make_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, heads: int = 4):
+    """Save a tiny random model and tokenizer of ``family`` into ``out_dir``; return the path."""
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(family)
+    config = build_config(family, len(tokenizer), layers=layers, hidden=hidden, heads=heads)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
