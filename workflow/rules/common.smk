@@ -21,6 +21,7 @@ except ConfigError as error:
 wildcard_constraints:
     model="|".join(config["models"]),
     dataset="|".join(config["datasets"]),
+    ckpt=r"base|[A-Za-z0-9_-]+/seed\d+/step\d+",
 
 
 # ----- models ----------------------------------------------------------------------------------
@@ -56,3 +57,66 @@ def all_datasets():
 
 def all_model_sources():
     return [source_reference(model) for model in config["models"]]
+
+
+# ----- base models and checkpoints ---------------------------------------------------------------
+# A checkpoint id ({ckpt}) is "base" or "<run>/seed<seed>/step<step>"; step 0 of a run is the base
+# model itself, so it maps to "base" and is evaluated once for all runs and seeds.
+def alignment_enabled(model):
+    return bool(config["models"][model].get("alignment", {}).get("enabled", False))
+
+
+def base_reference(model):
+    """The aligned base model every later step studies (the source when alignment is off)."""
+    if alignment_enabled(model):
+        return f"results/models/{model}/aligned.json"
+    return source_reference(model)
+
+
+def training_runs():
+    return config.get("training", {}).get("runs", {})
+
+
+def run_manifest(model, run, seed):
+    return f"results/finetune/{model}/{run}/seed{seed}/run.json"
+
+
+def checkpoint_steps(model):
+    return config["models"][model].get("finetuning", {}).get("checkpoint_steps", [])
+
+
+def checkpoint_ids(model, runs=None):
+    """Every checkpoint of the given runs (default: all), base first, step 0 mapped to base."""
+    ids = ["base"]
+    for run, settings in training_runs().items():
+        if runs is not None and run not in runs:
+            continue
+        for seed in settings.get("seeds", []):
+            ids += [
+                f"{run}/seed{seed}/step{step}"
+                for step in checkpoint_steps(model)
+                if step
+            ]
+    return ids
+
+
+def parse_checkpoint(ckpt):
+    """(run, seed, step) of a checkpoint id; (None, None, 0) for base."""
+    if ckpt == "base":
+        return None, None, 0
+    run, seed, step = ckpt.split("/")
+    return run, int(seed.removeprefix("seed")), int(step.removeprefix("step"))
+
+
+def checkpoint_reference(wildcards):
+    """Input function: the reference file that loads checkpoint {ckpt} of {model}."""
+    run, seed, step = parse_checkpoint(wildcards.ckpt)
+    if run is None:
+        return base_reference(wildcards.model)
+    return run_manifest(wildcards.model, run, seed)
+
+
+def checkpoint_step(wildcards):
+    """Params function: the step to pick from a run manifest (None for the base model)."""
+    run, _, step = parse_checkpoint(wildcards.ckpt)
+    return None if run is None else step
