@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 import jsonschema
 import yaml
 from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from rim.errors import ConfigError
 
@@ -36,7 +37,11 @@ def _registry(schema_path: Path) -> Registry:
         candidate = Path(name)
         if not candidate.is_absolute():
             candidate = schema_path.parent / name
-        return Resource.from_contents(_load_yaml(candidate))
+        contents = _load_yaml(candidate)
+        # A "$schema" key would make jsonschema validate the sub-schema with its stock class,
+        # which does not fill defaults; the top-level schema's dialect applies anyway.
+        contents.pop("$schema", None)
+        return Resource.from_contents(contents, default_specification=DRAFT202012)
 
     return Registry(retrieve=retrieve)
 
