@@ -196,11 +196,14 @@ def read_reference(path: str | Path, step: int | None = None) -> dict:
             if entry.get(field) and not os.path.isabs(entry[field]):
                 entry[field] = str((path.parent / entry[field]).resolve())
         base = read_reference(path.parent / reference["base_reference"])
+        # Checkpoints store weights only: the tokenizer is the base model's unless they say otherwise.
+        entry.setdefault("tokenizer_path", base.get("tokenizer_path") or base["path"])
         return {**base, **entry}
     if reference.get("kind") == "local" and not os.path.isabs(reference["path"]):
         reference["path"] = str((path.parent / reference["path"]).resolve())
-    if reference.get("adapter_path") and not os.path.isabs(reference["adapter_path"]):
-        reference["adapter_path"] = str((path.parent / reference["adapter_path"]).resolve())
+    for field in ("adapter_path", "tokenizer_path"):
+        if reference.get(field) and not os.path.isabs(reference[field]):
+            reference[field] = str((path.parent / reference[field]).resolve())
     return reference
 
 
@@ -217,7 +220,7 @@ def load_tokenizer(reference: Mapping):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(
-        reference["path"], revision=reference.get("revision"), trust_remote_code=reference.get("trust_remote_code", False)
+        reference.get("tokenizer_path") or reference["path"], revision=reference.get("revision"), trust_remote_code=reference.get("trust_remote_code", False)
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,0 +1,83 @@
+"""Model sources, references and loading (offline, tiny models)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rim.errors import ModelSourceError, RimError
+from rim.models import load_model, prepare_model, read_reference
+from rim.models.loading import resolve_device, source_kind
+from rim.provenance import write_json
+
+
+def test_source_kinds():
+    assert source_kind("embedded:smollm2") == "embedded"
+    assert source_kind("./models/x") == "local"
+    assert source_kind("Qwen/Qwen3-4B") == "hub"
+
+
+def test_local_reference_is_written_and_loads(tiny_model_dirs, tmp_path):
+    reference = prepare_model("tiny", {"source": str(tiny_model_dirs["llama"])}, tmp_path / "source.json")
+    assert reference["family"] == "llama" and reference["kind"] == "local"
+    assert reference["trust_remote_code"] is False
+    loaded = load_model(tmp_path / "source.json", device="cpu")
+    assert loaded.model.dtype == torch.float32  # dtype auto on CPU
+    assert loaded.tokenizer.padding_side == "left"
+    assert not loaded.model.training
+
+
+def test_missing_local_directory_names_the_model(tmp_path):
+    with pytest.raises(ModelSourceError, match=r"model 'ghost': local model directory .*ghost-dir does not exist"):
+        prepare_model("ghost", {"source": str(tmp_path / "ghost-dir")}, tmp_path / "ref.json")
+
+
+def test_directory_without_config_is_rejected(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelSourceError, match="has no config.json"):
+        prepare_model("empty", {"source": str(tmp_path / "empty")}, tmp_path / "ref.json")
+
+
+def test_unreachable_hub_model_error_names_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelSourceError, match=r"model 'nobody/no-such-model' could not be loaded from the Hugging Face hub"):
+        prepare_model("x", {"source": "nobody/no-such-model"}, tmp_path / "ref.json")
+
+
+def test_explicit_cuda_without_gpu_fails_loudly():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RimError, match="no CUDA GPU is available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_run_manifest_overlays_a_checkpoint_on_its_base(tiny_model_dirs, tmp_path):
+    base = tmp_path / "models" / "tiny" / "source.json"
+    prepare_model("tiny", {"source": str(tiny_model_dirs["llama"])}, base)
+    run_dir = tmp_path / "finetune" / "tiny" / "gsm8k" / "seed0"
+    # A "checkpoint" that is a full copy of another model directory, stored beside the manifest.
+    checkpoint_dir = run_dir / "step4"
+    loaded = load_model(base, device="cpu")
+    with torch.no_grad():
+        loaded.model.model.layers[0].mlp.down_proj.weight.add_(1.0)
+    loaded.model.save_pretrained(checkpoint_dir)
+    write_json(
+        {"base_reference": "../../../../models/tiny/source.json", "checkpoints": {"0": {}, "4": {"path": "step4", "checkpoint": "gsm8k/seed0/step4"}}},
+        run_dir / "run.json",
+    )
+    step0 = read_reference(run_dir / "run.json", step=0)
+    assert step0["path"] == read_reference(base)["path"]
+    step4 = load_model(run_dir / "run.json", step=4, device="cpu")
+    assert step4.reference["checkpoint"] == "gsm8k/seed0/step4"
+    delta = step4.model.model.layers[0].mlp.down_proj.weight - load_model(base, device="cpu").model.model.layers[0].mlp.down_proj.weight
+    assert torch.allclose(delta, torch.ones_like(delta))
+    with pytest.raises(RimError, match="no checkpoint at step 3; available: \\['0', '4'\\]"):
+        read_reference(run_dir / "run.json", step=3)
+    with pytest.raises(RimError, match="name a step"):
+        read_reference(run_dir / "run.json")
+
+
+def test_missing_reference_file_is_explained(tmp_path):
+    with pytest.raises(ModelSourceError, match="does not exist \\(was the model prepared\\?\\)"):
+        read_reference(tmp_path / "nothing.json")
