@@ -34,6 +34,7 @@ class Step:
     wildcards: Mapping[str, str] = field(default_factory=dict)
     threads: int = 1
     log_path: str | None = None
+    name: str = field(default_factory=lambda: Path(sys.argv[0]).stem)
 
     @classmethod
     def from_snakemake(cls, snakemake) -> "Step":
@@ -51,6 +52,7 @@ class Step:
             wildcards=dict(snakemake.wildcards.items()),
             threads=int(snakemake.threads),
             log_path=str(snakemake.log[0]) if len(snakemake.log) else None,
+            name=f"rule {snakemake.rule}",
         )
 
 
@@ -92,7 +94,7 @@ def run_step(step: Step, func: Callable[[Step], Any]) -> Any:
     _quiet_libraries()
     set_threads(step.threads)
     started = time.perf_counter()
-    log.info("start %s (threads=%d, wildcards=%s)", func.__module__, step.threads, dict(step.wildcards))
+    log.info("start %s (threads=%d, wildcards=%s)", step.name, step.threads, dict(step.wildcards))
     try:
         result = func(step)
     except RimError as error:
