@@ -1,0 +1,167 @@
+"""Safety-critical neurons and random control sets (METHOD.md 6).
+
+A neuron is one channel of an MLP site in one layer, indexed (layer, neuron); arrays here hold
+neurons flattened as ``layer * n_neurons + neuron``.
+
+For each pair k (a harmful prompt and its malicious-intent "-MI" version) the shift of neuron j
+is f_j(-MI) - f_j(plain), with f the pooled activation on prompt + the model's own response.
+The top-m neurons by shift are selected per pair; the safety set A_safe is their intersection
+over all pairs (the paper), or (DECISION) the neurons selected in at least a fraction q of the
+pairs. Random control sets have the same size and are drawn, seeded, from the other neurons.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from rim.errors import ConfigError, DataError, RimError
+
+SELECTIONS = ("intersection", "frequency")
+RANDOM_MATCHING = ("global", "layer")
+
+
+@dataclass(frozen=True)
+class PairShifts:
+    """f(-MI) - f(plain) per pair and neuron: ``shifts`` [n_pairs, n_layers * n_neurons]."""
+
+    prompt_ids: list[str]
+    shifts: np.ndarray
+    n_layers: int
+    n_neurons: int
+
+
+def pair_shifts(
+    plain_ids: Sequence[str],
+    plain: np.ndarray,
+    intent_ids: Sequence[str],
+    intent: np.ndarray,
+    *,
+    source: str = "activation dump",
+) -> PairShifts:
+    """Match plain and -MI inputs by prompt id and subtract their pooled activations.
+
+    ``plain`` and ``intent`` are [n, n_layers, n_neurons]. Prompts present in only one set are
+    left out; no common prompt at all is an error.
+    """
+    plain, intent = np.asarray(plain), np.asarray(intent)
+    if plain.shape[1:] != intent.shape[1:]:
+        raise DataError(f"plain and -MI activations differ in shape: {plain.shape[1:]} vs {intent.shape[1:]}", source=source)
+    intent_row = {str(pid): row for row, pid in enumerate(intent_ids)}
+    common = [(str(pid), row) for row, pid in enumerate(plain_ids) if str(pid) in intent_row]
+    if not common:
+        raise DataError(
+            "no prompt id is shared by the plain and the -MI inputs, so no (harmful, -MI) pair can be formed "
+            f"(plain ids start {list(plain_ids)[:3]}, -MI ids start {list(intent_ids)[:3]})",
+            source=source,
+        )
+    common.sort()
+    ids = [pid for pid, _ in common]
+    plain_rows = np.array([row for _, row in common])
+    intent_rows = np.array([intent_row[pid] for pid in ids])
+    n_layers, n_neurons = plain.shape[1], plain.shape[2]
+    shifts = intent[intent_rows].astype(np.float32) - plain[plain_rows].astype(np.float32)
+    return PairShifts(ids, shifts.reshape(len(ids), n_layers * n_neurons), n_layers, n_neurons)
+
+
+def top_m(shifts: np.ndarray, m: int) -> np.ndarray:
+    """[n_pairs, n_units] bool: the m largest shifts of each pair (ties: lower index first)."""
+    shifts = np.asarray(shifts)
+    n_units = shifts.shape[1]
+    if not 1 <= m <= n_units:
+        raise ConfigError(f"config key 'neurons.top_m' must be between 1 and the number of neurons ({n_units}), got {m}")
+    # A stable sort of the negated shifts keeps the choice deterministic under ties.
+    order = np.argsort(-shifts, axis=1, kind="stable")[:, :m]
+    selected = np.zeros(shifts.shape, dtype=bool)
+    np.put_along_axis(selected, order, True, axis=1)
+    return selected
+
+
+def selection_frequency(shifts: np.ndarray, m: int) -> np.ndarray:
+    """Fraction of pairs that put each neuron in their top m."""
+    return top_m(shifts, m).mean(axis=0)
+
+
+def required_pairs(n_pairs: int, selection: str, min_fraction: float) -> int:
+    """How many pairs must select a neuron for it to enter the set."""
+    if selection == "intersection":
+        return n_pairs
+    if selection == "frequency":
+        if not 0 < min_fraction <= 1:
+            raise ConfigError(f"config key 'neurons.min_fraction' must be in (0, 1], got {min_fraction}")
+        # The small slack keeps q = 0.8 of 10 pairs at 8, not 9, despite binary fractions.
+        return max(1, math.ceil(min_fraction * n_pairs - 1e-9))
+    raise ConfigError(f"config key 'neurons.selection': '{selection}' is not one of {', '.join(SELECTIONS)}")
+
+
+def safety_neurons(shifts: np.ndarray, m: int, selection: str = "intersection", min_fraction: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A_safe as sorted flat indices, and every neuron's selection frequency.
+
+    An empty set is an error that says which m or q would give a non-empty one.
+    """
+    shifts = np.asarray(shifts)
+    n_pairs = shifts.shape[0]
+    counts = top_m(shifts, m).sum(axis=0)
+    needed = required_pairs(n_pairs, selection, min_fraction)
+    chosen = np.flatnonzero(counts >= needed)
+    if chosen.size == 0:
+        best = int(counts.max())
+        raise RimError(
+            f"the safety-neuron set is empty: no neuron is among the top {m} of {needed} of the {n_pairs} "
+            f"(harmful, -MI) pairs (the most any neuron reaches is {best} pairs, a fraction of "
+            f"{best / n_pairs:.2f}). Raise 'neurons.top_m', or use 'neurons.selection: frequency' with "
+            f"'neurons.min_fraction' <= {best / n_pairs:.2f}"
+        )
+    return chosen, counts / n_pairs
+
+
+def random_neuron_sets(
+    n_layers: int,
+    n_neurons: int,
+    reference: np.ndarray,
+    draws: int,
+    seed: int,
+    matching: str = "global",
+) -> list[np.ndarray]:
+    """``draws`` random sets of the reference set's size, disjoint from it, as sorted flat indices.
+
+    ``global`` draws uniformly from all other neurons (the paper's control); ``layer`` draws as
+    many neurons in each layer as the reference set has there, so both sets sit in the same layers.
+    """
+    reference = np.asarray(reference, dtype=np.int64)
+    total = n_layers * n_neurons
+    available = np.ones(total, dtype=bool)
+    available[reference] = False
+    rng = np.random.default_rng(seed)
+    sets = []
+    for _ in range(draws):
+        if matching == "global":
+            pool = np.flatnonzero(available)
+            if pool.size < reference.size:
+                raise ConfigError(f"cannot draw {reference.size} random neurons from the {pool.size} outside the safety set")
+            chosen = rng.choice(pool, size=reference.size, replace=False)
+        elif matching == "layer":
+            chosen_parts = []
+            layers, per_layer = np.unique(reference // n_neurons, return_counts=True)
+            for layer, count in zip(layers, per_layer):
+                pool = np.flatnonzero(available[layer * n_neurons : (layer + 1) * n_neurons]) + layer * n_neurons
+                if pool.size < count:
+                    raise ConfigError(f"cannot draw {count} random neurons in layer {layer} outside the safety set")
+                chosen_parts.append(rng.choice(pool, size=count, replace=False))
+            chosen = np.concatenate(chosen_parts) if chosen_parts else np.array([], dtype=np.int64)
+        else:
+            raise ConfigError(f"config key 'neurons.random_matching': '{matching}' is not one of {', '.join(RANDOM_MATCHING)}")
+        sets.append(np.sort(chosen.astype(np.int64)))
+    return sets
+
+
+def layer_neuron(flat: np.ndarray, n_neurons: int) -> tuple[np.ndarray, np.ndarray]:
+    flat = np.asarray(flat, dtype=np.int64)
+    return flat // n_neurons, flat % n_neurons
+
+
+def flat_index(layers: Sequence[int], neurons: Sequence[int], n_neurons: int) -> np.ndarray:
+    return np.asarray(layers, dtype=np.int64) * n_neurons + np.asarray(neurons, dtype=np.int64)
