@@ -128,3 +128,26 @@ def test_coarse_kl_per_position_shapes():
     same = coarse_kl(base, base)
     assert same.shape == (1, 2)
     np.testing.assert_allclose(same, 0.0, atol=1e-12)
+
+
+def test_vectorised_correlation_interval_equals_one_resample_at_a_time():
+    # rim.stats.correlation bootstraps all resamples at once (a RAS table has hundreds of
+    # correlations); it must give the interval of the plain loop over the same draws.
+    from scipy import stats as scipy_stats
+
+    from rim.stats import correlation
+
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=9), 1)  # ties, as Spearman meets them
+    y = x + rng.normal(size=9)
+    for method, func in (("pearson", scipy_stats.pearsonr), ("spearman", scipy_stats.spearmanr)):
+        draws = np.random.default_rng(0)
+        boot = []
+        for _ in range(200):
+            index = draws.integers(0, 9, 9)
+            if np.ptp(x[index]) > 0 and np.ptp(y[index]) > 0:
+                boot.append(func(x[index], y[index])[0])
+        low, high = np.quantile(boot, [0.025, 0.975])
+        result = correlation(x, y, method, n_boot=200, seed=0)
+        assert result.r == pytest.approx(func(x, y)[0])
+        assert (result.ci_low, result.ci_high) == pytest.approx((low, high), abs=1e-12)
