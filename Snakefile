@@ -15,11 +15,13 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/evaluation.smk"
 
 
 localrules:
     all,
     prepare_dataset,
+    summarize_evaluation,
 
 
 rule all:
@@ -27,3 +29,4 @@ rule all:
     input:
         all_model_sources(),
         all_datasets(),
+        all_evaluation_summaries(),

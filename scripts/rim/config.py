@@ -127,6 +127,10 @@ def check_consistency(config: Mapping) -> None:
             raise ConfigError(
                 f"config key 'datasets.{name}.derive_from': dataset '{derived}' is not defined under 'datasets'"
             )
+    # Each stage checks the references of its own block (imports stay light: no torch).
+    from rim.evaluation.settings import check_evaluation_config
+
+    check_evaluation_config(config)
 
 
 def load_config(path: str | Path, schema_path: str | Path = DEFAULT_SCHEMA) -> dict:

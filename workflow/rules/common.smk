@@ -120,3 +120,109 @@ def checkpoint_step(wildcards):
     """Params function: the step to pick from a run manifest (None for the base model)."""
     run, _, step = parse_checkpoint(wildcards.ckpt)
     return None if run is None else step
+
+
+# ----- evaluation --------------------------------------------------------------------------------
+# One job per (model, checkpoint, prompt set, prompt mode) (METHOD.md 1, 3). The groups under
+# evaluation.groups say which (prompt set, mode) pairs run on which checkpoints: "ras" is what
+# results/ras.parquet needs, every group together is what the default target runs.
+import re  # noqa: E402
+
+from rim.evaluation.settings import applicable_judges  # noqa: E402
+
+
+def evaluation_block():
+    return config.get("evaluation", {})
+
+
+def evaluation_table(model, ckpt, promptset, mode):
+    return f"results/eval/{model}/{ckpt}/{promptset}/{mode}.parquet"
+
+
+def name_pattern(names):
+    """A wildcard constraint matching exactly the given config names."""
+    return (
+        "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+        or "(?!)"
+    )
+
+
+def promptset_pattern():
+    return name_pattern(evaluation_block().get("prompt_sets", {}))
+
+
+def mode_pattern():
+    return name_pattern(config.get("prompt_modes", {}))
+
+
+def select_checkpoints(ckpts, which):
+    """all, base_and_last (base and the last step of each run and seed among ckpts), or base."""
+    if which == "all":
+        return list(ckpts)
+    chosen = [ckpt for ckpt in ckpts if ckpt == "base"]
+    if which == "base_and_last":
+        last = {}
+        for ckpt in ckpts:
+            run, seed, step = parse_checkpoint(ckpt)
+            if run is not None and step >= last.get((run, seed), (-1, None))[0]:
+                last[(run, seed)] = (step, ckpt)
+        chosen += [ckpt for _, ckpt in last.values()]
+    return chosen
+
+
+def evaluation_targets(model, ckpts, purpose="all"):
+    """Per-prompt tables of ``model`` at checkpoints ``ckpts`` (ids as from checkpoint_ids).
+
+    purpose "all": every group under evaluation.groups; a group name (e.g. "ras"): that group.
+    """
+    groups = evaluation_block().get("groups", {})
+    if purpose == "all":
+        chosen = list(groups.values())
+    elif purpose in groups:
+        chosen = [groups[purpose]]
+    else:
+        raise WorkflowError(
+            f"no group '{purpose}' under 'evaluation.groups' in the config; defined: {', '.join(groups)}"
+        )
+    targets = []
+    for group in chosen:
+        for ckpt in select_checkpoints(ckpts, group.get("checkpoints", "all")):
+            for promptset in group["prompt_sets"]:
+                for mode in group["modes"]:
+                    path = evaluation_table(model, ckpt, promptset, mode)
+                    if path not in targets:
+                        targets.append(path)
+    return targets
+
+
+def all_evaluation_tables():
+    return [
+        path
+        for model in config["models"]
+        for path in evaluation_targets(model, checkpoint_ids(model))
+    ]
+
+
+def all_evaluation_summaries():
+    return ["results/eval/summary.parquet", "results/eval/contrasts.parquet"]
+
+
+def evaluation_dataset(wildcards):
+    """Input function: the prepared table of the prompt set's dataset."""
+    entry = evaluation_block()["prompt_sets"][wildcards.promptset]
+    return dataset_path(entry["dataset"])
+
+
+def evaluation_prompt_set(wildcards):
+    """Params function: the prompt set's config entry, with its name."""
+    return {
+        "name": wildcards.promptset,
+        **evaluation_block()["prompt_sets"][wildcards.promptset],
+    }
+
+
+def evaluation_judges(wildcards):
+    """Params function: the enabled judges that apply to the prompt set's kind only, so that
+    editing a judge reruns only the evaluations it judges."""
+    kind = evaluation_block()["prompt_sets"][wildcards.promptset]["kind"]
+    return applicable_judges(evaluation_block().get("judges", {}), kind)
