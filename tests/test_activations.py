@@ -25,6 +25,7 @@ from rim.activations import (
     open_dump,
     read_input_set,
     read_kl_reference,
+    shared_prefix_length,
 )
 from rim.errors import ConfigError, DataError
 from rim.hooks import attached
@@ -113,15 +114,23 @@ def test_round_trip_with_attributes(lm, tmp_path):
         assert "kl_reference" in handle["math/no_think"] and "kl_reference" not in handle["harmful/no_think"]
 
 
-def test_neurons_are_max_pooled_site_inputs_of_prompt_and_response(lm, tmp_path):
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+@pytest.mark.parametrize("tokens", ["prompt_and_response", "user_and_response"])
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_neurons_are_pooled_site_inputs(lm, tmp_path, pooling, tokens, share_prefix):
+    settings = DumpSettings(batch_size=2, neuron_dtype="float32", pooling=pooling, tokens=tokens, share_prefix=share_prefix)
     sets = [harmful_set()]
-    path = dump(lm, sets, tmp_path / "a.h5")
+    path = dump(lm, sets, tmp_path / "a.h5", settings)
     data = read_input_set(path, "harmful", "no_think")
-    examples = encode_examples(lm.adapter, lm.tokenizer, sets[0], DumpSettings())
+    examples = encode_examples(lm.adapter, lm.tokenizer, sets[0], settings)
+    # The system prompt and turn header are shared: the prefix that runs once.
+    assert shared_prefix_length(examples) == examples[0].user_start > 5
     for layer in (0, lm.adapter.num_layers(lm.model) - 1):
         for example in examples:
             seen, _ = direct_pass(lm, example.input_ids, site_name=lm.adapter.mlp_output_name(layer))
-            expected = seen["site"].max(dim=0).values.numpy()
+            start, end = example.pooled_span(tokens)
+            values = seen["site"][start:end]
+            expected = (values.max(dim=0).values if pooling == "max" else values.mean(dim=0)).numpy()
             row = data.prompt_ids.index(f"h-{example.index}")
             np.testing.assert_allclose(data.neurons[row, layer], expected, rtol=1e-4, atol=1e-5)
 

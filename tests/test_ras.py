@@ -151,3 +151,13 @@ def test_vectorised_correlation_interval_equals_one_resample_at_a_time():
         result = correlation(x, y, method, n_boot=200, seed=0)
         assert result.r == pytest.approx(func(x, y)[0])
         assert (result.ci_low, result.ci_high) == pytest.approx((low, high), abs=1e-12)
+
+
+def test_neurons_without_a_value_never_count():
+    a0, at = np.array([1.0, np.nan, 2.0]), np.array([0.5, 0.1, np.nan])
+    for handling in ("exclude", "clip", "absolute"):
+        settings = ShiftSettings("qualifying", handling, EPS)
+        assert delta_safe(a0, at, settings) == pytest.approx(1.0)
+    pooled = np.array([[[1.0, np.nan]], [[3.0, np.nan]], [[np.nan, np.nan]]])
+    mean = mean_activation(pooled)
+    assert mean[0, 0] == pytest.approx(2.0) and np.isnan(mean[0, 1])

@@ -23,6 +23,7 @@ prompts.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ class DumpSettings:
     compression_level: int = 4
     kl_top_k: int = 64
     kl_positions: str = "prompt"
+    share_prefix: bool = True
 
     def __post_init__(self):
         checks = (
@@ -187,7 +189,12 @@ def site_module_names(adapter, n_layers: int, site: str) -> tuple[str, list[str]
 
 
 class Capture:
-    """Hooks that pool neuron activations and gather residual states for one batch at a time."""
+    """Hooks that pool neuron activations and gather residual states for one batch at a time.
+
+    With a shared prefix (the chat template and system prompt every input of a set starts with),
+    the prefix runs once: ``record_prefix`` keeps its pooled activations, and each batch, run on
+    the rest of its tokens over the prefix's key/value cache, combines them with its own.
+    """
 
     def __init__(self, model, adapter, settings: DumpSettings, residual: bool):
         import torch
@@ -204,13 +211,23 @@ class Capture:
                     f"config key 'activations.site': '{settings.site}' needs module '{name}', which this model lacks"
                 ) from None
         self.residual = residual and bool(settings.residual_positions)
+        self.recording_prefix = False
+        self.prefix: list | None = None  # per layer: max or sum over the pooled prefix tokens
+        self.prefix_count = 0
         self.pool_mask = None
         self.position_weights = None
         self.neurons = None
         self.states = None
 
+    def record_prefix(self, pooled_tokens: int) -> None:
+        """The next forward pass is the shared prefix; ``pooled_tokens`` of it are pooled."""
+        self.recording_prefix = True
+        self.prefix_count = pooled_tokens
+        self.prefix = [None] * self.n_layers if pooled_tokens > 0 else None
+
     def prepare(self, pool_mask, position_weights, n_neurons: int, hidden: int) -> None:
         torch = self.torch
+        self.recording_prefix = False
         batch = pool_mask.shape[0]
         self.pool_mask = pool_mask
         self.last_index = pool_mask.shape[1] - 1 - pool_mask.flip(1).float().argmax(1)
@@ -219,36 +236,51 @@ class Capture:
             self.position_weights = position_weights
             self.states = torch.empty(batch, self.n_layers, position_weights.shape[1], hidden, dtype=torch.float32)
 
-    def _pool(self, x):
-        torch = self.torch
+    def _site(self, layer, x):
         x = x.float()
+        if self.recording_prefix:
+            if self.prefix is not None:
+                tokens = x[0, : self.prefix_count]
+                self.prefix[layer] = tokens.amax(dim=0) if self.settings.pooling == "max" else tokens.sum(dim=0)
+            return
+        self.neurons[:, layer] = self._pool(layer, x)
+
+    def _pool(self, layer, x):
+        torch = self.torch
         mask = self.pool_mask.to(x.device)
+        prefix = None if self.prefix is None else self.prefix[layer].to(x.device)
+        count = mask.sum(dim=1) + (self.prefix_count if prefix is not None else 0)
         if self.settings.pooling == "max":
             pooled = x.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+            if prefix is not None:
+                pooled = torch.maximum(pooled, prefix)
         elif self.settings.pooling == "mean":
-            pooled = (x * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+            total = (x * mask[..., None]).sum(dim=1) + (prefix if prefix is not None else 0.0)
+            pooled = total / count.clamp(min=1)[:, None]
         else:
             pooled = x[torch.arange(x.shape[0], device=x.device), self.last_index.to(x.device)]
         # No pooled token (an empty response with tokens: response) -> NaN, never a fake zero.
-        return pooled.masked_fill(~mask.any(dim=1)[:, None], float("nan")).cpu()
+        return pooled.masked_fill((count == 0)[:, None], float("nan")).cpu()
 
     def hooks(self) -> tuple[dict, dict]:
         pre, post = {}, {}
 
         def site_pre(layer):
             def hook(module, args):
-                self.neurons[:, layer] = self._pool(args[0])
+                self._site(layer, args[0])
 
             return hook
 
         def site_post(layer):
             def hook(module, args, output):
-                self.neurons[:, layer] = self._pool(output)
+                self._site(layer, output)
 
             return hook
 
         def residual_post(layer):
             def hook(module, args, output):
+                if self.recording_prefix:
+                    return
                 hidden = output[0] if isinstance(output, tuple) else output
                 weights = self.position_weights.to(hidden.device)
                 self.states[:, layer] = self.torch.einsum("bpt,bth->bph", weights, hidden.float()).cpu()
@@ -263,23 +295,39 @@ class Capture:
         return pre, post
 
 
-def batch_tensors(examples: Sequence[Example], settings: DumpSettings, pad_id: int, n_positions: int):
-    """Right-padded ids, attention mask, pooled-token mask and position-averaging weights."""
+def shared_prefix_length(examples: Sequence[Example]) -> int:
+    """Tokens every input starts with, up to where the first user text begins.
+
+    Everything read per input (named positions, KL positions, user_and_response and response
+    pooling) lies at or after the user text, so only prompt_and_response pooling meets the prefix.
+    """
+    if len(examples) < 2:
+        return 0
+    first, length = examples[0].input_ids, 0
+    limit = min(e.user_start for e in examples)
+    while length < limit and all(e.input_ids[length] == first[length] for e in examples):
+        length += 1
+    return length
+
+
+def batch_tensors(examples: Sequence[Example], settings: DumpSettings, pad_id: int, n_positions: int, offset: int = 0):
+    """Right-padded ids (after the first ``offset`` shared tokens), attention mask over prefix
+    and ids, pooled-token mask and position-averaging weights (both over the ids)."""
     import torch
 
-    width = max(e.length for e in examples)
+    width = max(e.length for e in examples) - offset
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    attention = torch.zeros((len(examples), offset + width), dtype=torch.long)
     pool = torch.zeros((len(examples), width), dtype=torch.bool)
     weights = torch.zeros((len(examples), n_positions, width), dtype=torch.float32)
     for row, example in enumerate(examples):
-        ids[row, : example.length] = torch.tensor(example.input_ids)
+        ids[row, : example.length - offset] = torch.tensor(example.input_ids[offset:])
         attention[row, : example.length] = 1
         start, end = example.pooled_span(settings.tokens)
-        pool[row, start:end] = True
+        pool[row, max(start - offset, 0) : end - offset] = True
         for slot, indices in enumerate(example.positions):
             if indices:
-                weights[row, slot, indices] = 1.0 / len(indices)
+                weights[row, slot, [i - offset for i in indices]] = 1.0 / len(indices)
     return ids, attention, pool, weights
 
 
@@ -459,19 +507,26 @@ def dump_activations(
             capture = Capture(model, adapter, settings, residual)
             pre, post = capture.hooks()
             with attached(model, forward_pre=pre, forward=post), torch.no_grad():
+                prefix_length, prefix_cache = _shared_prefix(model, loaded.device, capture, examples, settings)
                 for batch in batches(examples, settings.batch_size):
-                    ids, attention, pool, weights = batch_tensors(batch, settings, pad_id, n_positions)
+                    ids, attention, pool, weights = batch_tensors(batch, settings, pad_id, n_positions, prefix_length)
                     capture.prepare(pool, weights, shape["n_neurons"], shape["hidden"])
                     spans = [e.kl_span(settings.kl_positions) for e in batch]
                     # Logits only where the KL baseline reads them: the lm head is a large matmul.
-                    keep = torch.arange(min(s for s, _ in spans), max(e for _, e in spans)) if want_kl else 1
+                    first = min(start for start, _ in spans)
+                    keep = torch.arange(first - prefix_length, max(end for _, end in spans) - prefix_length) if want_kl else 1
+                    cache = None
+                    if prefix_cache is not None:
+                        cache = copy.deepcopy(prefix_cache)
+                        cache.batch_repeat_interleave(len(batch))
                     logits = model(
                         input_ids=ids.to(loaded.device),
                         attention_mask=attention.to(loaded.device),
-                        use_cache=False,
+                        use_cache=cache is not None,
                         logits_to_keep=keep,
+                        **({_cache_keyword(model): cache} if cache is not None else {}),
                     ).logits
-                    kl = _kl_batch(batch, spans, int(keep[0]), ids, logits, inputs, reference, settings) if want_kl else None
+                    kl = _kl_batch(batch, spans, first, logits, inputs, reference, settings) if want_kl else None
                     writer.write(batch, capture.neurons.numpy(), capture.states.numpy() if residual else None, kl)
                     if progress is not None:
                         progress.update(len(batch), set=inputs.name)
@@ -479,7 +534,30 @@ def dump_activations(
     return Path(output)
 
 
-def _kl_batch(batch, spans, offset, ids, logits, inputs, reference: KLReference | None, settings) -> dict:
+def _shared_prefix(model, device, capture: Capture, examples: Sequence[Example], settings: DumpSettings):
+    """Run the tokens every input of the set shares once; (their count, their key/value cache)."""
+    import torch
+
+    length = shared_prefix_length(examples) if settings.share_prefix else 0
+    capture.prefix = None
+    if not length:
+        return 0, None
+    capture.record_prefix(length if settings.tokens == "prompt_and_response" else 0)
+    prefix = torch.tensor([examples[0].input_ids[:length]], device=device)
+    output = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+    capture.recording_prefix = False
+    cache = getattr(output, "cache", None)
+    return length, cache if cache is not None else output.past_key_values
+
+
+def _cache_keyword(model) -> str:
+    """transformers 5.2x renamed ``past_key_values`` to ``cache``; accept both."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _kl_batch(batch, spans, offset, logits, inputs, reference: KLReference | None, settings) -> dict:
     """KL to the base per example; with no reference (the base dump), this model's own top-k."""
     import torch
 
@@ -497,7 +575,7 @@ def _kl_batch(batch, spans, offset, ids, logits, inputs, reference: KLReference 
     }
     for row, (example, (start, end)) in enumerate(zip(batch, spans)):
         rows = logprobs[row, start - offset : end - offset]
-        token_ids = ids[row, start:end].numpy().astype(np.int32)
+        token_ids = np.asarray(example.input_ids[start:end], dtype=np.int32)
         pid = inputs.prompt_ids[example.index]
         if reference is None:
             values, indices = torch.topk(rows, k, dim=-1)
@@ -598,3 +676,51 @@ def input_set_names(path: str | Path) -> list[str]:
 
 def file_size_mb(path: str | Path) -> float:
     return os.path.getsize(path) / 2**20
+
+
+# ----- which input sets a checkpoint's dump holds -------------------------------------------------
+def _input_key(entry: Mapping) -> tuple[str, str]:
+    return str(entry["prompt_set"]), str(entry["mode"])
+
+
+def dump_input_keys(config: Mapping, ckpt: str) -> list[tuple[str, str, bool]]:
+    """(prompt set, mode, kl) of every input set in the dump of ``ckpt`` (base or a checkpoint).
+
+    The base model's dump holds the (harmful, -MI) pairs of the safety neurons; every dump holds
+    the safety and math inputs of RAS (math with the KL baseline), plus activations.extra_inputs.
+    """
+    neurons, ras, block = config.get("neurons", {}), config.get("ras", {}), config.get("activations", {})
+    wanted: list[tuple[tuple[str, str], bool]] = []
+    if ckpt == "base":
+        wanted += [(_input_key(neurons["plain"]), False), (_input_key(neurons["intent"]), False)]
+    wanted += [(_input_key(ras["safety_inputs"]), False), (_input_key(ras["math_inputs"]), True)]
+    for extra in block.get("extra_inputs", []):
+        if ckpt == "base" or extra.get("checkpoints", "base") == "all":
+            wanted.append((_input_key(extra), False))
+    keys: dict[tuple[str, str], bool] = {}
+    for key, kl in wanted:
+        keys[key] = keys.get(key, False) or kl
+    return [(prompt_set, mode, kl) for (prompt_set, mode), kl in keys.items()]
+
+
+def dump_plan(config: Mapping, model: str, ckpt: str, results: str = "results") -> list[dict]:
+    """The input sets of one dump with everything the dump job needs to read them."""
+    block = config.get("activations", {})
+    residual = set(block.get("residual_inputs", []))
+    prompt_sets = config.get("evaluation", {}).get("prompt_sets", {})
+    plan = []
+    for prompt_set, mode, kl in dump_input_keys(config, ckpt):
+        dataset = prompt_sets[prompt_set]["dataset"]
+        plan.append(
+            {
+                "prompt_set": prompt_set,
+                "mode": mode,
+                "mode_entry": dict(config["prompt_modes"][mode]),
+                "dataset": dataset,
+                "dataset_table": f"{results}/data/{dataset}.parquet",
+                "responses": f"{results}/eval/{model}/{ckpt}/{prompt_set}/{mode}.parquet",
+                "residual": f"{prompt_set}/{mode}" in residual,
+                "kl": kl,
+            }
+        )
+    return plan

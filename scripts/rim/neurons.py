@@ -165,3 +165,60 @@ def layer_neuron(flat: np.ndarray, n_neurons: int) -> tuple[np.ndarray, np.ndarr
 
 def flat_index(layers: Sequence[int], neurons: Sequence[int], n_neurons: int) -> np.ndarray:
     return np.asarray(layers, dtype=np.int64) * n_neurons + np.asarray(neurons, dtype=np.int64)
+
+
+# ----- config checks (called from rim.config.check_consistency; no torch) -------------------------
+def check_config(config) -> None:
+    """Cross-references of the activations, neurons and ras blocks, each error naming its key."""
+    if not any(block in config for block in ("activations", "neurons", "ras")):
+        return
+    prompt_sets = config.get("evaluation", {}).get("prompt_sets", {})
+    modes = config.get("prompt_modes", {})
+    neurons, ras, activations = config.get("neurons", {}), config.get("ras", {}), config.get("activations", {})
+    named = [("neurons.plain", neurons.get("plain")), ("neurons.intent", neurons.get("intent")),
+             ("ras.safety_inputs", ras.get("safety_inputs")), ("ras.math_inputs", ras.get("math_inputs")),
+             ("ras.over_refusal_inputs", ras.get("over_refusal_inputs"))]
+    named += [(f"activations.extra_inputs[{i}]", entry) for i, entry in enumerate(activations.get("extra_inputs", []))]
+    for key, entry in named:
+        if not entry:
+            continue
+        if entry["prompt_set"] not in prompt_sets:
+            raise ConfigError(
+                f"config key '{key}.prompt_set': '{entry['prompt_set']}' is not defined under 'evaluation.prompt_sets' "
+                f"(defined: {', '.join(prompt_sets) or 'none'})"
+            )
+        if entry["mode"] not in modes:
+            raise ConfigError(f"config key '{key}.mode': '{entry['mode']}' is not defined under 'prompt_modes'")
+    expected_kinds = (("neurons.plain", "harmful"), ("neurons.intent", "harmful"), ("ras.safety_inputs", "harmful"),
+                      ("ras.math_inputs", "math"), ("ras.over_refusal_inputs", "harmless"))
+    for key, kind in expected_kinds:
+        entry = dict(named)[key]
+        if entry and prompt_sets[entry["prompt_set"]].get("kind") != kind:
+            raise ConfigError(
+                f"config key '{key}.prompt_set': '{entry['prompt_set']}' is a {prompt_sets[entry['prompt_set']].get('kind')} "
+                f"prompt set; this needs a {kind} one"
+            )
+    if neurons.get("plain") and neurons.get("plain") == neurons.get("intent"):
+        raise ConfigError("config keys 'neurons.plain' and 'neurons.intent' name the same input set; intent needs the -MI prompts")
+    dumped = {f"{e['prompt_set']}/{e['mode']}" for _, e in named[:4] + named[5:] if e}
+    for name in activations.get("residual_inputs", []):
+        if name not in dumped:
+            raise ConfigError(
+                f"config key 'activations.residual_inputs': '{name}' is not a dumped input set; dumped: {', '.join(sorted(dumped))} "
+                "(add it to activations.extra_inputs)"
+            )
+    zeroing = neurons.get("zeroing", {})
+    if zeroing.get("random_draws", 0) > neurons.get("random_draws", 0):
+        raise ConfigError(
+            f"config key 'neurons.zeroing.random_draws' ({zeroing['random_draws']}) exceeds 'neurons.random_draws' "
+            f"({neurons['random_draws']})"
+        )
+    for name in zeroing.get("prompt_sets", []):
+        if name not in prompt_sets:
+            raise ConfigError(f"config key 'neurons.zeroing.prompt_sets': '{name}' is not defined under 'evaluation.prompt_sets'")
+    if zeroing and zeroing.get("mode") not in modes:
+        raise ConfigError(f"config key 'neurons.zeroing.mode': '{zeroing.get('mode')}' is not defined under 'prompt_modes'")
+    runs = config.get("training", {}).get("runs", {})
+    for run in ras.get("runs") or []:
+        if run not in runs:
+            raise ConfigError(f"config key 'ras.runs': '{run}' is not defined under 'training.runs' (defined: {', '.join(runs) or 'none'})")

@@ -46,7 +46,7 @@ SHIFT_METRICS = ("ras_harmonic", "ras_arithmetic", "ras_geometric", "delta_safe"
 class ShiftSettings:
     normalization: str = "group"
     handling: str = "exclude"
-    epsilon: float = 1e-3
+    epsilon: float = 0.01
 
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
@@ -61,7 +61,7 @@ class ShiftSettings:
         return cls(
             normalization=str(block.get("normalization", "group")),
             handling=str(block.get("activation_handling", "exclude")),
-            epsilon=float(block.get("epsilon", 1e-3)),
+            epsilon=float(block.get("epsilon", 0.01)),
         )
 
     def as_dict(self) -> dict:
@@ -72,14 +72,16 @@ def handled(a0: np.ndarray, at: np.ndarray, settings: ShiftSettings) -> tuple[np
     """(a0, at, usable) after the near-zero / negative handling; ``usable`` marks neurons kept."""
     a0, at = np.asarray(a0, dtype=np.float64), np.asarray(at, dtype=np.float64)
     eps = settings.epsilon
+    # A neuron without a value (NaN: no pooled token on any input) never counts.
+    finite = np.isfinite(a0) & np.isfinite(at)
     if settings.handling == "exclude":
-        usable = (a0 > eps) & (at > eps)
-        # Placeholders keep the reciprocals finite where the neuron is left out anyway.
-        return np.where(usable, a0, 1.0), np.where(usable, at, 1.0), usable
-    if settings.handling == "absolute":
-        a0, at = np.abs(a0), np.abs(at)
-    usable = np.ones(a0.shape, dtype=bool)
-    return np.maximum(a0, eps), np.maximum(at, eps), usable
+        usable = finite & (a0 > eps) & (at > eps)
+    else:
+        if settings.handling == "absolute":
+            a0, at = np.abs(a0), np.abs(at)
+        a0, at, usable = np.maximum(a0, eps), np.maximum(at, eps), finite
+    # Placeholders keep the reciprocals finite where the neuron is left out anyway.
+    return np.where(usable, a0, 1.0), np.where(usable, at, 1.0), usable
 
 
 def _normalized(terms: np.ndarray, qualifies: np.ndarray, settings: ShiftSettings) -> float:
@@ -129,8 +131,15 @@ def shift_metrics(
 
 
 def mean_activation(pooled: np.ndarray) -> np.ndarray:
-    """Activation of each neuron on an input set: its pooled activation averaged over inputs."""
-    return np.asarray(pooled, dtype=np.float64).mean(axis=0)
+    """Activation of each neuron on an input set: its pooled activation averaged over inputs.
+
+    Inputs without a pooled value (NaN) are left out; a neuron with none at all stays NaN.
+    """
+    pooled = np.asarray(pooled, dtype=np.float64)
+    counts = np.isfinite(pooled).sum(axis=0)
+    total = np.nansum(pooled, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
 
 
 # ----- KL baseline ------------------------------------------------------------------------------
@@ -163,3 +172,83 @@ def coarse_kl(base_logprobs_top: np.ndarray, checkpoint_logprobs_at_top: np.ndar
     # 0 * log 0 = 0: when k covers (almost) the whole vocabulary the tail bucket is empty.
     tail = np.where(tail_mass > 1e-12, tail_mass * (p_tail - q_tail), 0.0)
     return np.maximum(head + tail, 0.0)
+
+
+# ----- tables -----------------------------------------------------------------------------------
+METRICS = SHIFT_METRICS + ("kl",)
+
+
+@dataclass(frozen=True)
+class NeuronGroup:
+    """A neuron set by name: ``safety``, ``random`` (with its draw) or ``all``."""
+
+    name: str
+    draw: int | None
+    flat: np.ndarray | None  # flat indices; None = every neuron
+
+
+def checkpoint_rows(
+    groups: list[NeuronGroup],
+    safe_base: np.ndarray,
+    safe_checkpoint: np.ndarray,
+    math_base: np.ndarray,
+    math_checkpoint: np.ndarray,
+    kl: float,
+    settings: ShiftSettings,
+) -> list[dict]:
+    """Every metric of one checkpoint: RAS and ablations per neuron group, and the KL baseline.
+
+    Activations are flat [n_layers * n_neurons] means over the inputs of each set.
+    """
+    rows = []
+    for group in groups:
+        index = slice(None) if group.flat is None else group.flat
+        size = safe_base.size if group.flat is None else len(group.flat)
+        metrics = shift_metrics(safe_base[index], safe_checkpoint[index], math_base[index], math_checkpoint[index], settings)
+        rows += [{"neuron_set": group.name, "draw": group.draw, "set_size": size, "metric": name, "value": value}
+                 for name, value in metrics.items()]
+    # The KL baseline uses no neurons: its rows carry neuron_set "none".
+    rows.append({"neuron_set": "none", "draw": None, "set_size": 0, "metric": "kl", "value": float(kl)})
+    return rows
+
+
+def correlation_table(
+    table,
+    *,
+    against: str = "misalignment_rate",
+    methods=("pearson", "spearman"),
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+):
+    """Correlation of each metric with ``against`` across the checkpoints of each run.
+
+    One row per (model, run, scope, seed, neuron set, draw, metric, method): scope ``seed`` uses the
+    checkpoints of one seed (base model as step 0 included), scope ``pooled`` those of every seed
+    of the run, with the base model counted once.
+    """
+    import pandas as pd
+
+    from rim.stats import correlation
+
+    keys = ["model", "run", "neuron_set", "draw", "metric"]
+    rows = []
+
+    def add(frame, scope, seed_value):
+        for key, part in frame.groupby(keys, dropna=False, sort=True):
+            for method in methods:
+                result = correlation(part["value"], part[against], method, n_boot=n_boot, level=level, seed=seed)
+                rows.append({**dict(zip(keys, key)), "scope": scope, "seed": seed_value, "against": against,
+                             "method": method, "r": result.r, "p_value": result.p_value, "ci_low": result.ci_low,
+                             "ci_high": result.ci_high, "n_checkpoints": result.n})
+
+    for seed_value, part in table.groupby("seed", sort=True):
+        add(part, "seed", int(seed_value))
+    pooled = table.drop_duplicates(subset=["model", "run", "checkpoint", "neuron_set", "draw", "metric"])
+    add(pooled, "pooled", None)
+    columns = ["model", "run", "scope", "seed", "neuron_set", "draw", "metric", "against", "method", "r", "p_value",
+               "ci_low", "ci_high", "n_checkpoints"]
+    result = pd.DataFrame(rows, columns=columns)
+    result["seed"] = result["seed"].astype("Int64")
+    result["draw"] = result["draw"].astype("Int64")
+    return result
