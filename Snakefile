@@ -16,12 +16,16 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/neurons.smk"
 
 
 localrules:
     all,
     prepare_dataset,
     summarize_evaluation,
+    safety_neurons,
+    ras,
+    ras_table,
 
 
 rule all:
@@ -30,3 +34,5 @@ rule all:
         all_model_sources(),
         all_datasets(),
         all_evaluation_summaries(),
+        all_ras_targets(),
+        all_zeroing_targets(),

@@ -131,6 +131,9 @@ def check_consistency(config: Mapping) -> None:
     from rim.evaluation.settings import check_evaluation_config
 
     check_evaluation_config(config)
+    from rim.neurons import check_config as check_neurons_config
+
+    check_neurons_config(config)
 
 
 def load_config(path: str | Path, schema_path: str | Path = DEFAULT_SCHEMA) -> dict:

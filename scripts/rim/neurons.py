@@ -222,3 +222,20 @@ def check_config(config) -> None:
     for run in ras.get("runs") or []:
         if run not in runs:
             raise ConfigError(f"config key 'ras.runs': '{run}' is not defined under 'training.runs' (defined: {', '.join(runs) or 'none'})")
+
+
+def zeroing_params(config) -> dict:
+    """What the zeroing test needs from the config: its block, its prompt mode, its prompt sets
+    with their judges, and the generation settings (the evaluation stage's own entries)."""
+    from rim.evaluation.settings import applicable_judges
+
+    block = config["neurons"]["zeroing"]
+    evaluation = config.get("evaluation", {})
+    prompt_sets = {name: dict(evaluation["prompt_sets"][name]) for name in block["prompt_sets"]}
+    return {
+        "zeroing": block,
+        "mode": dict(config["prompt_modes"][block["mode"]]),
+        "prompt_sets": prompt_sets,
+        "generation": dict(evaluation.get("generation", {})),
+        "judges": {name: applicable_judges(evaluation.get("judges", {}), entry["kind"]) for name, entry in prompt_sets.items()},
+    }

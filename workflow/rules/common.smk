@@ -226,3 +226,127 @@ def evaluation_judges(wildcards):
     editing a judge reruns only the evaluations it judges."""
     kind = evaluation_block()["prompt_sets"][wildcards.promptset]["kind"]
     return applicable_judges(evaluation_block().get("judges", {}), kind)
+
+
+# ----- activations, safety neurons, RAS ----------------------------------------------------------
+# One dump per (model, checkpoint) of the runs that feed RAS (METHOD.md 6); which input sets it
+# holds follows from the neurons and ras blocks (rim.activations.dump_plan).
+from rim.activations import dump_plan  # noqa: E402
+from rim.neurons import zeroing_params as neurons_zeroing_params  # noqa: E402
+
+
+def ras_runs():
+    """Training runs whose checkpoints get RAS: ras.runs, else the runs marked for RAS."""
+    chosen = config.get("ras", {}).get("runs")
+    if chosen is not None:
+        return list(chosen)
+    return [name for name, run in training_runs().items() if run.get("ras", False)]
+
+
+def ras_checkpoints(model):
+    """base, then every checkpoint of every seed of the RAS runs."""
+    return checkpoint_ids(model, runs=ras_runs())
+
+
+def activation_dump(model, ckpt):
+    return f"results/activations/{model}/{ckpt}.h5"
+
+
+def dump_plan_params(wildcards):
+    """Params function: the input sets of one dump, with their tables and flags."""
+    return dump_plan(config, wildcards.model, wildcards.ckpt)
+
+
+def dump_inputs(wildcards):
+    """Input function: the checkpoint's reference, its evaluation tables and, for a fine-tuned
+    checkpoint, the base model's dump (the KL baseline's reference distributions)."""
+    plan = dump_plan(config, wildcards.model, wildcards.ckpt)
+    inputs = {
+        "reference": checkpoint_reference(wildcards),
+        "responses": [item["responses"] for item in plan],
+        "datasets": sorted({item["dataset_table"] for item in plan}),
+    }
+    if wildcards.ckpt != "base":
+        inputs["kl_reference"] = activation_dump(wildcards.model, "base")
+    return inputs
+
+
+def neuron_selection_params(wildcards):
+    """Params function: the neurons block without the zeroing test (which does not change A_safe)."""
+    return {key: value for key, value in config["neurons"].items() if key != "zeroing"}
+
+
+def ras_params(wildcards):
+    """Params function: the ras block without the correlation settings (used by ras_table)."""
+    return {key: value for key, value in config["ras"].items() if key != "correlation"}
+
+
+def ras_activation_labels(wildcards):
+    """Params function: the site and pooling, recorded beside every RAS value."""
+    block = config["activations"]
+    return {"site": block["site"], "pooling": block["pooling"]}
+
+
+def ras_checkpoint_params(wildcards):
+    return ras_checkpoints(wildcards.model)
+
+
+def ras_evaluation_inputs(model, ckpts):
+    block = config["ras"]
+    entries = [
+        block[key]
+        for key in ("safety_inputs", "math_inputs", "over_refusal_inputs")
+        if block.get(key)
+    ]
+    return [
+        evaluation_table(model, ckpt, entry["prompt_set"], entry["mode"])
+        for ckpt in ckpts
+        for entry in entries
+    ]
+
+
+def ras_inputs(wildcards):
+    """Input function: neuron sets, the dumps (base first) and the evaluation tables of RAS."""
+    ckpts = ras_checkpoints(wildcards.model)
+    return {
+        "sets": f"results/neurons/{wildcards.model}/neuron_sets.parquet",
+        "dumps": [activation_dump(wildcards.model, ckpt) for ckpt in ckpts],
+        "evals": ras_evaluation_inputs(wildcards.model, ckpts),
+    }
+
+
+def zeroing_param(key):
+    """Params function for one entry of what the zeroing test needs."""
+
+    def value(wildcards):
+        return neurons_zeroing_params(config)[key]
+
+    return value
+
+
+def zeroing_inputs(wildcards):
+    """Input function: the base model, the neuron sets and the prompt sets' dataset tables."""
+    prompt_sets = evaluation_block()["prompt_sets"]
+    return {
+        "reference": base_reference(wildcards.model),
+        "sets": f"results/neurons/{wildcards.model}/neuron_sets.parquet",
+        **{
+            f"table_{name}": dataset_path(prompt_sets[name]["dataset"])
+            for name in config["neurons"]["zeroing"]["prompt_sets"]
+        },
+    }
+
+
+def all_ras_targets():
+    """results/ras.parquet and its correlations; nothing while no run feeds RAS."""
+    if not any(len(ras_checkpoints(model)) > 1 for model in config["models"]):
+        return []
+    return ["results/ras.parquet", "results/ras_correlations.parquet"]
+
+
+def all_zeroing_targets():
+    if not config["neurons"]["zeroing"]["enabled"]:
+        return []
+    return [
+        f"results/neurons/{model}/zeroing_summary.parquet" for model in config["models"]
+    ]

@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Causal test of the safety neurons: generate with them zeroed, with random sets zeroed, and plain.
+
+On the base model, each prompt set in neurons.zeroing is evaluated (rim.evaluation, the same
+generation and judges as the evaluation stage) with no intervention, with the safety neurons
+zeroed and with each of the first random control sets zeroed (rim.hooks.ablate(zero_neurons=)).
+Paper (METHOD.md 6): zeroing A_safe raises misalignment by 13.26 points and lowers math accuracy
+by 18.19, against -2.19 and -7.32 for random neurons.
+
+Outputs: results/neurons/{model}/zeroing.parquet (one row per prompt and condition, every
+response kept) and zeroing_summary.parquet (rates per condition with bootstrap intervals, and
+each condition's paired change from no intervention over the same prompts).
+
+Standalone:
+    python scripts/zero_neurons.py --model smollm2 --reference results/models/smollm2/aligned.json \\
+        --sets results/neurons/smollm2/neuron_sets.parquet --output /tmp/zeroing.parquet \\
+        --summary /tmp/zeroing_summary.parquet
+"""
+
+import numpy as np
+import pandas as pd
+
+from rim import cli
+from rim.evaluation import EvaluationSettings, evaluate_prompts, select_prompts, summarize
+from rim.evaluation.summary import METRICS
+from rim.hooks import units_by_layer
+from rim.models import load_model
+from rim.neurons import zeroing_params
+from rim.prompts import prompt_mode
+from rim.provenance import collect, write_table
+from rim.stats import bootstrap
+
+
+def conditions(sets: pd.DataFrame, random_draws: int) -> dict[str, dict | None]:
+    """Condition name -> zero_neurons mapping ({layer: [neurons]}); None = no intervention."""
+    out: dict[str, dict | None] = {"none": None}
+    safety = sets[sets["neuron_set"] == "safety"]
+    out["safety"] = units_by_layer(zip(safety["layer"], safety["neuron"]))
+    for draw in range(random_draws):
+        part = sets[(sets["neuron_set"] == "random") & (sets["draw"] == draw)]
+        out[f"random_{draw}"] = units_by_layer(zip(part["layer"], part["neuron"]))
+    return out
+
+
+def paired_changes(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Each condition minus no intervention, per prompt set and metric, bootstrapped over prompts."""
+    rows = []
+    for (prompt_set, kind), part in frame.groupby(["prompt_set", "kind"], sort=False):
+        for metric, judge, column, kinds, values, binary in METRICS:
+            if column not in part or (kinds is not None and kind not in kinds):
+                continue
+            wide = part.assign(_v=values(part)).pivot_table(index="prompt_id", columns="condition", values="_v", aggfunc="first")
+            if "none" not in wide:
+                continue
+            for condition in [c for c in wide.columns if c != "none"]:
+                difference = (wide[condition] - wide["none"]).to_numpy(dtype=float)
+                if np.isnan(difference).all():
+                    continue
+                estimate = bootstrap(difference, n_boot=n_boot, seed=seed)
+                rows.append({"prompt_set": prompt_set, "kind": kind, "condition": condition, "metric": metric, "judge": judge,
+                             "statistic": "change_from_none", "value": estimate.value, "ci_low": estimate.ci_low,
+                             "ci_high": estimate.ci_high, "n": estimate.n})
+    return pd.DataFrame(rows)
+
+
+def run(step: cli.Step) -> None:
+    params, model = step.params, step.wildcards["model"]
+    block = params["zeroing"]
+    sets = pd.read_parquet(step.input["sets"])
+    chosen = conditions(sets, int(block["random_draws"]))
+    size = int((sets["neuron_set"] == "safety").sum())
+    loaded = load_model(str(step.input["reference"]), device=params.get("device", "auto"))
+    mode = prompt_mode(block["mode"], params["mode"])
+    frames = []
+    for prompt_set, entry in params["prompt_sets"].items():
+        settings = EvaluationSettings.from_params(entry, name=prompt_set, generation=params["generation"],
+                                                  judges=params["judges"][prompt_set], device=params.get("device", "auto"))
+        table_path = str(step.input[f"table_{prompt_set}"])
+        prompts = select_prompts(pd.read_parquet(table_path), settings, source=table_path)
+        for condition, zero in chosen.items():
+            cli.log.info("%s: %d prompts, condition %s (%d neurons zeroed)", prompt_set, len(prompts), condition,
+                         sum(len(v) for v in (zero or {}).values()))
+            frame = evaluate_prompts(loaded, prompts, mode, settings, ablation={"zero_neurons": zero} if zero else None)
+            frames.append(frame.assign(condition=condition, zeroed_neurons=0 if zero is None else size))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.insert(0, "model", model)
+    provenance = collect(block, model=model, set_size=size, prompt_sets=params["prompt_sets"])
+    write_table(frame, step.output["table"], provenance)
+    rates = summarize(frame, by=["model", "condition", "prompt_set", "kind", "mode"]).assign(statistic="rate")
+    changes = paired_changes(frame).assign(model=model, mode=mode.name)
+    summary = pd.concat([rates, changes], ignore_index=True)
+    write_table(summary, step.output["summary"], provenance)
+    for _, row in changes[changes["metric"].isin(["misalignment_rate", "math_accuracy"])].iterrows():
+        cli.log.info("%s %s %s: change %+.3f [%.3f, %.3f]", row["prompt_set"], row["condition"], row["metric"],
+                     row["value"], row["ci_low"], row["ci_high"])
+
+
+def build_step(argv=None) -> cli.Step:
+    from rim.config import load_config
+
+    parser = cli.standalone_parser(__doc__)
+    parser.add_argument("--model", required=True, help="model name under 'models' in the config")
+    parser.add_argument("--reference", required=True, help="the base model's reference (JSON)")
+    parser.add_argument("--sets", required=True, help="neuron_sets.parquet of the model")
+    parser.add_argument("--results", default="results", help="folder holding data/")
+    parser.add_argument("--output", required=True, help="per-prompt parquet file to write")
+    parser.add_argument("--summary", required=True, help="summary parquet file to write")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    params = {**zeroing_params(config), "device": config.get("device", "auto")}
+    tables = {f"table_{name}": f"{args.results}/data/{entry['dataset']}.parquet" for name, entry in params["prompt_sets"].items()}
+    return cli.Step(
+        input={"reference": args.reference, "sets": args.sets, **tables},
+        output={"table": args.output, "summary": args.summary},
+        params=params,
+        wildcards={"model": args.model},
+        threads=args.threads,
+        log_path=args.log,
+    )
+
+
+if __name__ == "__main__":
+    cli.main(run, build_step, globals())
