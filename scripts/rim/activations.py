@@ -310,12 +310,13 @@ def shared_prefix_length(examples: Sequence[Example]) -> int:
     return length
 
 
-def batch_tensors(examples: Sequence[Example], settings: DumpSettings, pad_id: int, n_positions: int, offset: int = 0):
+def batch_tensors(examples: Sequence[Example], settings: DumpSettings, pad_id: int, offset: int = 0):
     """Right-padded ids (after the first ``offset`` shared tokens), attention mask over prefix
     and ids, pooled-token mask and position-averaging weights (both over the ids)."""
     import torch
 
     width = max(e.length for e in examples) - offset
+    n_positions = len(examples[0].positions)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(examples), offset + width), dtype=torch.long)
     pool = torch.zeros((len(examples), width), dtype=torch.bool)
@@ -509,7 +510,7 @@ def dump_activations(
             with attached(model, forward_pre=pre, forward=post), torch.no_grad():
                 prefix_length, prefix_cache = _shared_prefix(model, loaded.device, capture, examples, settings)
                 for batch in batches(examples, settings.batch_size):
-                    ids, attention, pool, weights = batch_tensors(batch, settings, pad_id, n_positions, prefix_length)
+                    ids, attention, pool, weights = batch_tensors(batch, settings, pad_id, prefix_length)
                     capture.prepare(pool, weights, shape["n_neurons"], shape["hidden"])
                     spans = [e.kl_span(settings.kl_positions) for e in batch]
                     # Logits only where the KL baseline reads them: the lm head is a large matmul.
