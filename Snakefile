@@ -17,6 +17,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/neurons.smk"
+include: "workflow/rules/heads.smk"
 
 
 localrules:
@@ -36,3 +37,4 @@ rule all:
         all_evaluation_summaries(),
         all_ras_targets(),
         all_zeroing_targets(),
+        all_heads_targets(),

@@ -34,6 +34,9 @@ TINY_SETTINGS: dict = {
         "harmful": {"limit": 60},
         "harmless": {"limit": 60},
     },
+    "heads": {"prompts": {"limit": 4}, "ablation": {"top_k": 2, "random_draws": 2, "modes": ["no_think"], "n_boot": 100}},
+    "patching": {"prompts": {"limit": 3}, "head_batch": 8, "n_boot": 100},
+    "probes": {"folds": 2, "min_items": 2, "n_boot": 100},
 }
 
 

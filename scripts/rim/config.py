@@ -134,6 +134,9 @@ def check_consistency(config: Mapping) -> None:
     from rim.neurons import check_config as check_neurons_config
 
     check_neurons_config(config)
+    from rim.heads_settings import check_config as check_heads_config
+
+    check_heads_config(config)
 
 
 def load_config(path: str | Path, schema_path: str | Path = DEFAULT_SCHEMA) -> dict:

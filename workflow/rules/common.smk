@@ -350,3 +350,88 @@ def all_zeroing_targets():
     return [
         f"results/neurons/{model}/zeroing_summary.parquet" for model in config["models"]
     ]
+
+
+# ----- attention heads, head patching, probes ----------------------------------------------------
+# Refusal heads, their ablation, the head-patching scan and the probes (METHOD.md 5) run per
+# checkpoint under the default target `all`; heads.checkpoints, patching.checkpoints and
+# probes.checkpoints choose which. Probes run where the dump holds the residual states they need.
+from rim import heads_settings  # noqa: E402
+
+
+def heads_dir(model, ckpt):
+    return f"results/heads/{model}/{ckpt}"
+
+
+def block_checkpoints(model, block):
+    """Checkpoints of ``model`` that a heads/patching/probes block runs on."""
+    chosen = config[block]["checkpoints"]
+    runs = chosen["runs"] if chosen["runs"] is not None else ras_runs()
+    return select_checkpoints(checkpoint_ids(model, runs=runs), chosen["which"])
+
+
+def heads_table(block):
+    """Input function: the prepared table of the dataset behind the block's prompt set."""
+
+    def table(wildcards):
+        return dataset_path(heads_settings.heads_prompt_set(config, block)["dataset"])
+
+    return table
+
+
+def heads_param(build, key=None):
+    """Params function: what a heads/patching/probes job gets from the config (one entry of it)."""
+
+    def value(wildcards):
+        built = build(config)
+        return built if key is None else built[key]
+
+    return value
+
+
+def patching_inputs(wildcards):
+    """Input function: the scanned checkpoint, the prompts and, where a pair needs it, the base model."""
+    inputs = {
+        "reference": checkpoint_reference(wildcards),
+        "table": heads_table("patching")(wildcards),
+    }
+    if heads_settings.patching_needs_base(config, wildcards.ckpt):
+        inputs["base"] = base_reference(wildcards.model)
+    return inputs
+
+
+def probe_plan_params(wildcards):
+    return heads_settings.probe_plan(config, wildcards.ckpt)
+
+
+def probe_inputs(wildcards):
+    """Input function: the checkpoint's dump and, for refused vs fulfilled, its evaluation tables."""
+    plan = heads_settings.probe_plan(config, wildcards.ckpt)
+    modes = sorted(
+        {item["mode"] for item in plan if item["probe"] == "refused_vs_fulfilled"}
+    )
+    harmful = config["probes"]["harmful"]
+    return {
+        "dump": activation_dump(wildcards.model, wildcards.ckpt),
+        "evals": [
+            evaluation_table(wildcards.model, wildcards.ckpt, harmful, mode)
+            for mode in modes
+        ],
+    }
+
+
+def all_heads_targets():
+    targets = []
+    for model in config["models"]:
+        for ckpt in block_checkpoints(model, "heads"):
+            targets.append(f"{heads_dir(model, ckpt)}/refusal_heads.parquet")
+            if config["heads"]["ablation"]["enabled"]:
+                targets.append(
+                    f"{heads_dir(model, ckpt)}/head_ablation_summary.parquet"
+                )
+        for ckpt in block_checkpoints(model, "patching"):
+            targets.append(f"{heads_dir(model, ckpt)}/head_patching.parquet")
+        for ckpt in block_checkpoints(model, "probes"):
+            if heads_settings.probe_plan(config, ckpt):
+                targets.append(f"{heads_dir(model, ckpt)}/probes.parquet")
+    return targets

@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Head-patching scan on one checkpoint (METHOD.md 5, DECISION: our scan beyond the paper).
+
+For each source/target pair in the config (e.g. thinking OFF patched into thinking ON, or the base
+model patched into this checkpoint) and every (layer, head): the change of the target's
+first-token refusal score when that head's output is taken from the source run, averaged over the
+prompts with a bootstrap interval. Methods: ``exact`` (equal to one forward pass per head, but
+only recomputing what a head can change), ``attribution`` (gradient x activation difference, one
+forward and one backward pass per batch), ``naive`` (the loop itself, for checking).
+
+Output: results/heads/{model}/{ckpt}/head_patching.parquet, one row per (pair, method, layer, head).
+
+Standalone:
+    python scripts/patch_heads.py --reference results/models/smollm2/source.json --output /tmp/patching.parquet
+"""
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from rim import cli, patching
+from rim.heads import heads_label, select_head_prompts
+from rim.models import load_model
+from rim.positions import label_prompt
+from rim.prompts import prompt_mode
+from rim.errors import RimError
+from rim.heads_settings import patching_params
+from rim.provenance import collect, write_table
+
+SCANS = {"exact": patching.exact_scan, "attribution": patching.attribution_scan, "naive": patching.naive_scan}
+
+
+def resolve(side: dict, ckpt: str) -> str:
+    """The checkpoint id a pair's side runs on."""
+    return ckpt if side.get("checkpoint", "scanned") == "scanned" else "base"
+
+
+def run(step: cli.Step) -> None:
+    params, wildcards = step.params, step.wildcards
+    block, ckpt = params["patching"], wildcards["ckpt"]
+    device = params.get("device", "auto")
+    models = {ckpt: load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=device)}
+    prompts = select_head_prompts(str(step.input["table"]), params["prompt_set"])
+    users = prompts["prompt"].tolist()
+    cli.log.info("%d prompts of %s; pairs: %s; methods: %s", len(users), params["prompt_set"]["name"],
+                 ", ".join(block["pairs"]), ", ".join(block["methods"]))
+    frames = []
+    for pair, spec in block["pairs"].items():
+        source_ckpt, target_ckpt = resolve(spec["source"], ckpt), resolve(spec["target"], ckpt)
+        if source_ckpt == target_ckpt and spec["source"]["mode"] == spec["target"]["mode"]:
+            cli.log.info("pair %s: source and target coincide on %s, skipped", pair, ckpt)
+            continue
+        for side_ckpt in (source_ckpt, target_ckpt):
+            if side_ckpt not in models:
+                if "base" not in step.input:
+                    raise RimError(f"patching pair '{pair}' runs on the base model: give its reference (--base)")
+                models[side_ckpt] = load_model(str(step.input["base"]), device=device)
+        source_lm, target_lm = models[source_ckpt], models[target_ckpt]
+        source_mode = prompt_mode(spec["source"]["mode"], params["modes"][spec["source"]["mode"]])
+        target_mode = prompt_mode(spec["target"]["mode"], params["modes"][spec["target"]["mode"]])
+        sources = [label_prompt(source_lm.adapter, source_lm.tokenizer, u, source_mode).input_ids for u in users]
+        targets = [label_prompt(target_lm.adapter, target_lm.tokenizer, u, target_mode).input_ids for u in users]
+        refusal = target_lm.adapter.refusal_token_ids(target_lm.tokenizer)
+        positions, batch = spec["positions"], int(block["batch_size"])
+        source_inputs = patching.head_inputs(source_lm, sources, positions, batch_size=batch)
+        source_score = patching.refusal_scores(source_lm, sources, refusal, batch_size=batch)
+        target_score = patching.refusal_scores(target_lm, targets, refusal, batch_size=batch)
+        for method in block["methods"]:
+            progress = cli.Progress(len(targets), f"{pair} {method}", unit="prompts")
+            options = {"head_batch": int(block["head_batch"])} if method == "exact" else (
+                {"batch_size": batch} if method == "attribution" else {})
+            started = time.perf_counter()
+            effects = SCANS[method](target_lm, targets, source_inputs, refusal, positions, progress=progress, **options)
+            seconds = time.perf_counter() - started
+            summary = patching.scan_summary(effects, n_boot=int(block["n_boot"]), seed=int(block["seed"]))
+            frames.append(summary.assign(
+                pair=pair, method=method, source_mode=source_mode.name, target_mode=target_mode.name,
+                source_checkpoint=source_ckpt, target_checkpoint=target_ckpt, positions=positions,
+                mean_source_score=float(np.mean(source_score)), mean_target_score=float(np.mean(target_score)),
+                seconds=seconds,
+            ))
+            top = summary.reindex(summary["effect"].abs().sort_values(ascending=False).index).head(5)
+            cli.log.info("%s %s (%.1f s): largest effects %s", pair, method, seconds, ", ".join(
+                f"{heads_label([(r.layer, r.head)])} {r.effect:+.3f}" for r in top.itertuples()))
+    columns = ["pair", "method", "source_mode", "target_mode", "source_checkpoint", "target_checkpoint", "positions",
+               "layer", "head", "effect", "ci_low", "ci_high", "n_prompts", "mean_source_score", "mean_target_score", "seconds"]
+    frame = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    frame.insert(0, "checkpoint", ckpt)
+    frame.insert(0, "model", wildcards["model"])
+    provenance = collect({"patching": block, "prompt_set": params["prompt_set"]}, seed=block["seed"],
+                         model=wildcards["model"], checkpoint=ckpt, reference=models[ckpt].reference)
+    write_table(frame, step.output["table"], provenance)
+
+
+def build_step(argv=None) -> cli.Step:
+    from rim.config import load_config
+
+    parser = cli.standalone_parser(__doc__)
+    parser.add_argument("--reference", required=True, help="model reference JSON of the scanned checkpoint")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step of a run manifest")
+    parser.add_argument("--checkpoint", default="base", help="checkpoint id of the scanned model")
+    parser.add_argument("--base", default=None, help="the base model's reference (pairs with checkpoint: base)")
+    parser.add_argument("--model", default="smollm2", help="model name written into the table")
+    parser.add_argument("--results", default="results", help="folder holding data/")
+    parser.add_argument("--output", required=True, help="parquet file to write")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    params = patching_params(config)
+    inputs = {"reference": args.reference, "table": f"{args.results}/data/{params['prompt_set']['dataset']}.parquet"}
+    if args.base:
+        inputs["base"] = args.base
+    return cli.Step(
+        input=inputs,
+        output={"table": args.output},
+        params={**params, "checkpoint_step": args.step, "device": config["device"]},
+        wildcards={"model": args.model, "ckpt": args.checkpoint},
+        threads=args.threads,
+        log_path=args.log,
+    )
+
+
+if __name__ == "__main__":
+    cli.main(run, build_step, globals())
