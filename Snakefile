@@ -15,6 +15,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/training.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/neurons.smk"
 include: "workflow/rules/heads.smk"
@@ -34,6 +35,8 @@ rule all:
     input:
         all_model_sources(),
         all_datasets(),
+        all_aligned_models(),
+        all_finetune_runs(),
         all_evaluation_summaries(),
         all_ras_targets(),
         all_zeroing_targets(),

@@ -40,6 +40,14 @@ TINY_SETTINGS: dict = {
 }
 
 
+# Settings of the tiny model's entry (the models block is replaced, so they are set here).
+TINY_MODEL_SETTINGS: dict = {
+    # Alignment stays off (a random model has nothing to align); tests of the align rule turn it on.
+    "alignment": {"steps": 4, "batch_size": 4, "max_length": 96},
+    "finetuning": {"steps": 4, "batch_size": 4, "checkpoint_steps": [0, 2, 4], "max_length": 128},
+}
+
+
 def merge(base: dict, update: dict, replaced=REPLACED_BLOCKS) -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
@@ -56,7 +64,8 @@ def default_config() -> dict:
 
 def tiny_config(model_dir: str | Path, family: str = "llama", **overrides) -> dict:
     config = merge(default_config(), TINY_SETTINGS)
-    config = merge(config, {"models": {"tiny": {"source": str(model_dir), "family": family}}})
+    tiny = {"source": str(model_dir), "family": family, **copy.deepcopy(TINY_MODEL_SETTINGS)}
+    config = merge(config, {"models": {"tiny": tiny}})
     return merge(config, overrides, replaced=REPLACED_BLOCKS)
 
 

@@ -122,6 +122,66 @@ def checkpoint_step(wildcards):
     return None if run is None else step
 
 
+# ----- alignment and fine-tuning ------------------------------------------------------------------
+# The trainer's resumable state lives outside the declared outputs (Snakemake deletes those before
+# a job runs), under results/.training_state/, and is removed when the job completes.
+from rim.training.settings import check_training_config  # noqa: E402
+
+try:
+    check_training_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+
+def run_pattern():
+    """Wildcard constraint of {run}: the configured training runs."""
+    return "|".join(training_runs()) or "no-training-runs"
+
+
+def training_state_dir(*parts):
+    return "/".join(["results/.training_state", *parts])
+
+
+def alignment_inputs(wildcards):
+    """Input function of align: the source model, the prompt sets and the refusal sentences."""
+    from rim.training.examples import refusals_path
+
+    block = config["models"][wildcards.model]["alignment"]
+    if not block["enabled"]:
+        raise WorkflowError(
+            f"model '{wildcards.model}' is not aligned by the workflow "
+            f"(models.{wildcards.model}.alignment.enabled is false)"
+        )
+    return {
+        "source": source_reference(wildcards.model),
+        "harmful": dataset_path(block["harmful"]),
+        "harmless": dataset_path(block["harmless"]),
+        "refusals": str(refusals_path(block["refusals"])),
+    }
+
+
+def finetune_dataset(wildcards):
+    """Input function of finetune: the prepared training set of run {run}."""
+    return dataset_path(training_runs()[wildcards.run]["dataset"])
+
+
+def all_aligned_models():
+    return [
+        base_reference(model) for model in config["models"] if alignment_enabled(model)
+    ]
+
+
+def all_finetune_runs(runs=None):
+    """Run manifests of every model, run (default: all) and seed."""
+    return [
+        run_manifest(model, run, seed)
+        for model in config["models"]
+        for run, settings in training_runs().items()
+        if runs is None or run in runs
+        for seed in settings["seeds"]
+    ]
+
+
 # ----- evaluation --------------------------------------------------------------------------------
 # One job per (model, checkpoint, prompt set, prompt mode) (METHOD.md 1, 3). The groups under
 # evaluation.groups say which (prompt set, mode) pairs run on which checkpoints: "ras" is what

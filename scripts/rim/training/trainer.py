@@ -1,0 +1,411 @@
+"""A small, deterministic, resumable supervised fine-tuning loop (METHOD.md 4).
+
+Full fine-tuning or LoRA (peft), AdamW, warmup + cosine/linear/constant schedule, gradient
+accumulation, loss on completion tokens only. One seed drives the LoRA initialisation, the data
+order and dropout, so the same seed on CPU gives identical weights.
+
+Interruption: the trainer's resumable state (trainable weights, optimizer, scheduler, RNG, loss
+history, the checkpoints written so far) lives in ``state_dir``, outside the job's declared
+outputs, which Snakemake deletes before rerunning a job. The state is saved atomically at every
+checkpoint step (and every ``state_every_steps`` steps); a rerun after ``kill -9`` resumes from
+the last saved step and ends with the same weights as an uninterrupted run. A state written
+with other settings, data, seed or base model is discarded, never resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rim.errors import ConfigError
+from rim.provenance import atomic_path
+from rim.training.examples import TokenizedExamples
+from rim.training.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+STATE_FORMAT = 1
+SAVE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+# ----- model preparation -------------------------------------------------------------------------
+def linear_module_names(model: torch.nn.Module) -> set[str]:
+    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+
+
+def lora_targets(model: torch.nn.Module, settings: TrainerSettings, adapter, where: str) -> list[str]:
+    """The LoRA target modules, checked against the model's linear layers."""
+    targets = list(settings.lora.target_modules or adapter.lora_targets)
+    available = linear_module_names(model)
+    unknown = [target for target in targets if target not in available]
+    if unknown:
+        raise ConfigError(
+            f"config key '{where}.lora.target_modules': no linear module named '{unknown[0]}' in this "
+            f"model; its linear modules are: {', '.join(sorted(available))}"
+        )
+    return targets
+
+
+def prepare_for_training(model: torch.nn.Module, settings: TrainerSettings, adapter, *, seed: int, where: str):
+    """Full fine-tuning: every weight trains. LoRA: wrap with peft (init drawn from ``seed``)."""
+    model.config.use_cache = False
+    if settings.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=settings.lora.rank,
+            lora_alpha=settings.lora.alpha,
+            lora_dropout=settings.lora.dropout,
+            use_rslora=settings.lora.use_rslora,
+            target_modules=lora_targets(model, settings, adapter, where),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        torch.manual_seed(seed)
+        model = get_peft_model(model, config)
+    else:
+        model.requires_grad_(True)
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if settings.method == "lora":
+            model.enable_input_require_grads()
+    model.train()
+    return model
+
+
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+# ----- data order and batches --------------------------------------------------------------------
+class DataOrder:
+    """Which examples make up step ``k``: consecutive seeded permutations (one per epoch).
+
+    A function of (seed, step) only, so a resumed run sees the batches an uninterrupted run sees.
+    """
+
+    def __init__(self, n_examples: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n_examples, batch_size, seed
+        self._epochs: dict[int, np.ndarray] = {}
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._epochs:
+            self._epochs[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._epochs[epoch]
+
+    def batch(self, step: int) -> list[int]:
+        """Example indices of step ``step`` (1-based)."""
+        start = (step - 1) * self.batch_size
+        return [int(self._permutation(p // self.n)[p % self.n]) for p in range(start, start + self.batch_size)]
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [b, length], right-padded
+    attention_mask: torch.Tensor  # [b, length]
+    predict_mask: torch.Tensor  # [b, length] bool: positions whose next token is a completion token
+    labels: torch.Tensor  # [n_predicted]: the completion tokens, in predict_mask's row-major order
+    token_weights: torch.Tensor  # [n_predicted]: loss weight of each completion token
+    completion_tokens: int
+    tokens: int
+
+    def to(self, device: torch.device) -> "Batch":
+        for name in ("input_ids", "attention_mask", "predict_mask", "labels", "token_weights"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def loss_weights(data: TokenizedExamples, indices: Sequence[int], loss_average: str) -> dict[int, float]:
+    """Per-token loss weight of each example of a full batch, so that the batch loss is
+    - tokens:   sum_i w_i * sum_t ce_it / sum_i w_i * n_i   (a weighted mean over tokens), or
+    - examples: sum_i w_i * mean_t ce_it / sum_i w_i        (each example counts once).
+    """
+    counts = {i: len(data.ids[i]) - data.prompt_lengths[i] for i in indices}
+    if loss_average == "tokens":
+        total = sum(data.weights[i] * counts[i] for i in indices)
+        return {i: data.weights[i] / total for i in set(indices)}
+    total = sum(data.weights[i] for i in indices)
+    return {i: data.weights[i] / counts[i] / total for i in set(indices)}
+
+
+def collate(data: TokenizedExamples, indices: Sequence[int], pad_token_id: int, weights: Mapping[int, float]) -> Batch:
+    """Right-padded tensors of a micro-batch; logits are computed only where a completion token is predicted."""
+    length = max(len(data.ids[i]) for i in indices)
+    input_ids = torch.full((len(indices), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(indices), length), dtype=torch.long)
+    predict_mask = torch.zeros((len(indices), length), dtype=torch.bool)
+    labels, token_weights = [], []
+    for row, i in enumerate(indices):
+        ids, prompt_length = data.ids[i], data.prompt_lengths[i]
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        # Position t predicts token t + 1: the completion starts at prompt_length.
+        predict_mask[row, prompt_length - 1 : len(ids) - 1] = True
+        labels.extend(ids[prompt_length:])
+        token_weights.extend([weights[i]] * (len(ids) - prompt_length))
+    return Batch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        predict_mask=predict_mask,
+        labels=torch.tensor(labels, dtype=torch.long),
+        token_weights=torch.tensor(token_weights, dtype=torch.float32),
+        completion_tokens=len(labels),
+        tokens=int(attention_mask.sum()),
+    )
+
+
+def completion_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Weighted cross-entropy on the completion tokens; logits only at the predicting positions."""
+    output = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        logits_to_keep=batch.predict_mask,
+        use_cache=False,
+    )
+    logits = output.logits
+    if logits.dim() == 3:  # a model class that ignores logits_to_keep masks
+        logits = logits[batch.predict_mask]
+    losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")
+    return (losses * batch.token_weights).sum()
+
+
+def make_optimizer(model: torch.nn.Module, settings: TrainerSettings) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norm weights (the usual transformers grouping)."""
+    params = trainable_parameters(model)
+    decay = [p for p in params.values() if p.ndim >= 2]
+    no_decay = [p for p in params.values() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=settings.learning_rate)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, settings: TrainerSettings):
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[settings.scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=settings.warmup_steps, num_training_steps=settings.steps)
+
+
+def autocast(device: torch.device):
+    """bfloat16 autocast on GPUs (weights stay float32 masters); plain float32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ----- checkpoints -------------------------------------------------------------------------------
+def save_weights(model: torch.nn.Module, directory: Path, settings: TrainerSettings) -> None:
+    """A LoRA adapter (float32, a few MB) or the full weights in ``save_dtype`` (half by default)."""
+    if settings.method == "lora":
+        model.save_pretrained(directory)
+        return
+    dtype = SAVE_DTYPES[settings.save_dtype]
+    state = {name: tensor.detach().to("cpu", dtype) for name, tensor in model.state_dict().items()}
+    model.save_pretrained(directory, state_dict=state, safe_serialization=True)
+    # The weights on disk are in save_dtype; load_model picks the dtype of the run (float32 on CPU).
+    config_path = directory / "config.json"
+    if config_path.exists():
+        import json
+
+        config = json.loads(config_path.read_text())
+        config["dtype"] = settings.save_dtype
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _replace_directory(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+@dataclass
+class TrainingResult:
+    history: list[dict]
+    checkpoints: dict[int, Path]  # step -> directory of the saved weights (in the state dir)
+    evaluations: dict[int, dict] = field(default_factory=dict)  # step -> metrics of ``evaluate``
+    resumed_from: int = 0
+
+
+class Trainer:
+    """Train ``model`` for ``settings.steps`` steps, saving checkpoints and resumable state.
+
+    ``evaluate(model) -> dict`` (optional) runs at every checkpoint step, in eval mode, and its
+    metrics are kept with the checkpoint (alignment uses it to pick a checkpoint).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        settings: TrainerSettings,
+        data: TokenizedExamples,
+        *,
+        seed: int,
+        state_dir: str | Path,
+        pad_token_id: int,
+        fingerprint: str,
+        device: torch.device | str = "cpu",
+        evaluate: Callable[[torch.nn.Module], dict] | None = None,
+        label: str = "training",
+        save_checkpoint: Callable[[torch.nn.Module, Path], None] | None = None,
+    ):
+        self.model, self.settings, self.data = model, settings, data
+        self.seed, self.state_dir, self.pad_token_id = seed, Path(state_dir), pad_token_id
+        self.fingerprint = fingerprint
+        self.device = torch.device(device)
+        self.evaluate, self.label = evaluate, label
+        self.save_checkpoint = save_checkpoint or (lambda model, directory: save_weights(model, directory, settings))
+        self.order = DataOrder(len(data), settings.batch_size, seed)
+        self.optimizer = make_optimizer(model, settings)
+        self.scheduler = make_scheduler(self.optimizer, settings)
+        self.history: list[dict] = []
+        self.evaluations: dict[int, dict] = {}
+        self.step = 0
+
+    # ----- resumable state -------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.state_dir / "checkpoints" / f"step{step}"
+
+    def save_state(self) -> None:
+        state = {
+            "format": STATE_FORMAT,
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "trainable": {name: p.detach().cpu().clone() for name, p in trainable_parameters(self.model).items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "history": self.history,
+            "evaluations": self.evaluations,
+        }
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
+
+    def load_state(self) -> bool:
+        """Resume from a saved state of this very run; discard a stale one. True when resumed."""
+        if not self.state_path.exists():
+            if self.state_dir.exists():
+                shutil.rmtree(self.state_dir)  # checkpoints of a run that never saved state
+            return False
+        try:
+            state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        except Exception as error:  # a truncated file cannot happen (atomic writes) but a foreign one can
+            log.warning("discarding unreadable training state %s: %s", self.state_path, error)
+            state = None
+        if state is None or state.get("format") != STATE_FORMAT or state.get("fingerprint") != self.fingerprint:
+            if state is not None:
+                log.warning("discarding training state %s: it belongs to other settings, data or base model", self.state_dir)
+            shutil.rmtree(self.state_dir)
+            return False
+        parameters = trainable_parameters(self.model)
+        with torch.no_grad():
+            for name, tensor in state["trainable"].items():
+                parameters[name].copy_(tensor)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.history, self.evaluations, self.step = state["history"], state["evaluations"], state["step"]
+        return True
+
+    def discard_state(self) -> None:
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+
+    # ----- the loop --------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        settings = self.settings
+        indices = self.order.batch(self.step + 1)
+        weights = loss_weights(self.data, indices, settings.loss_average)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        started = time.perf_counter()
+        loss_value, completion_tokens, tokens = 0.0, 0, 0
+        for start in range(0, len(indices), settings.micro_batch):
+            batch = collate(self.data, indices[start : start + settings.micro_batch], self.pad_token_id, weights).to(self.device)
+            with autocast(self.device):
+                loss = completion_loss(self.model, batch)
+            loss.backward()
+            loss_value += float(loss.detach())
+            completion_tokens += batch.completion_tokens
+            tokens += batch.tokens
+        if settings.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(list(trainable_parameters(self.model).values()), settings.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {
+            "step": self.step,
+            "loss": loss_value,
+            "learning_rate": learning_rate,
+            "completion_tokens": completion_tokens,
+            "tokens": tokens,
+            "seconds": time.perf_counter() - started,
+        }
+
+    def at_checkpoint(self) -> None:
+        directory = self.checkpoint_dir(self.step)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.with_name(f".{directory.name}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.save_checkpoint(self.model, tmp)
+        _replace_directory(tmp, directory)
+        if self.evaluate is not None:
+            self.evaluations[self.step] = self._evaluate()
+
+    def _evaluate(self) -> dict:
+        self.model.eval()
+        try:
+            with torch.no_grad(), autocast(self.device):
+                return dict(self.evaluate(self.model))
+        finally:
+            self.model.train()
+
+    def train(self) -> TrainingResult:
+        from rim.cli import Progress
+
+        settings = self.settings
+        resumed_from = self.step if self.load_state() else 0
+        if resumed_from:
+            log.info("%s: resuming from the saved state at step %d of %d", self.label, self.step, settings.steps)
+        elif 0 in settings.checkpoint_steps and self.evaluate is not None:
+            self.evaluations[0] = self._evaluate()
+        progress = Progress(settings.steps - self.step, self.label, unit="steps")
+        every = settings.state_every_steps
+        while self.step < settings.steps:
+            record = self.train_step()
+            self.history.append(record)
+            if self.step in settings.checkpoint_steps:
+                self.at_checkpoint()
+            if self.step in settings.checkpoint_steps or (every and self.step % every == 0):
+                if self.step < settings.steps:
+                    self.save_state()
+            progress.update(loss=record["loss"], tokens_per_s=record["tokens"] / max(record["seconds"], 1e-9))
+        checkpoints = {
+            step: self.checkpoint_dir(step) for step in settings.checkpoint_steps if step and self.checkpoint_dir(step).exists()
+        }
+        return TrainingResult(self.history, checkpoints, dict(self.evaluations), resumed_from)
+
+
+def data_loss_summary(history: Sequence[Mapping[str, Any]], step: int, window: int = 5) -> float:
+    """Mean training loss of the ``window`` steps ending at ``step`` (the loss of a checkpoint)."""
+    losses = [record["loss"] for record in history if step - window < record["step"] <= step]
+    return float(np.mean(losses)) if losses else float("nan")
