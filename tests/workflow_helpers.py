@@ -34,6 +34,16 @@ TINY_SETTINGS: dict = {
         "harmful": {"limit": 60},
         "harmless": {"limit": 60},
     },
+    "evaluation": {
+        "prompt_sets": {
+            "harmful": {"limit": 8},
+            "harmless": {"limit": 8},
+            "multiarith": {"limit": 4, "max_new_tokens": 12},
+            "multistep_hard": {"limit": 4, "max_new_tokens": 12},
+        },
+        "generation": {"batch_size": 8},
+        "judges": {"phrases": {"max_new_tokens": 6}},
+    },
     "heads": {"prompts": {"limit": 4}, "ablation": {"top_k": 2, "random_draws": 2, "modes": ["no_think"], "n_boot": 100}},
     "patching": {"prompts": {"limit": 3}, "head_batch": 8, "n_boot": 100},
     "probes": {"folds": 2, "min_items": 2, "n_boot": 100},

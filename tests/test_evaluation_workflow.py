@@ -1,0 +1,119 @@
+"""The evaluation rules on a tiny random model, through the real Snakefile in a temporary workdir."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from rim.provenance import read_provenance
+from workflow_helpers import REPO, planned_jobs, snakemake, tiny_config, write_config
+
+PATTERN_MODES = {
+    f"{pattern}_{variant}"
+    for pattern in ("confirmatory_reasoning", "heuristic_reliance", "instruction_deviation")
+    for variant in ("control", "target")
+}
+SMALL_GROUPS = {
+    "ras": {"prompt_sets": ["harmful", "harmless", "multiarith"], "modes": ["no_think"], "checkpoints": "base"},
+}
+
+
+def planned_outputs(result) -> list[str]:
+    return re.findall(r"output: (results/eval/\S+?\.parquet)", result.stdout + result.stderr)
+
+
+def test_default_groups_plan_ras_small_and_everything_under_all(tmp_path, tiny_model_dirs):
+    write_config(tmp_path, tiny_config(tiny_model_dirs["llama"]))
+    result = snakemake(tmp_path, "-n", "results/eval/summary.parquet")
+    outputs = planned_outputs(result)
+    base = {tuple(p.split("/")[4:6]) for p in outputs if p.startswith("results/eval/tiny/base/")}
+    base_expected = {(s, m.removesuffix(".parquet")) for s in ("harmful", "harmless", "multiarith") for m in ("no_think", "think")}
+    base_expected |= {("harmful", m) for m in PATTERN_MODES} | {("multistep_hard", "no_think"), ("multistep_hard", "think")}
+    assert {(s, m.removesuffix(".parquet")) for s, m in base} == base_expected
+    # Checkpoints of fine-tuning runs (if the config has any): patterns only at the last step.
+    steps: dict[tuple, set] = {}
+    for path in outputs:
+        match = re.match(r"results/eval/tiny/(\w+)/seed(\d+)/step(\d+)/(\w+)/(\w+)\.parquet", path)
+        if match and match.group(5) in PATTERN_MODES:
+            steps.setdefault(match.group(1, 2), set()).add(int(match.group(3)))
+    assert all(len(found) == 1 for found in steps.values())
+
+
+def test_evaluation_runs_summarizes_and_reruns_only_what_an_edit_affects(tmp_path, tiny_model_dirs):
+    config = tiny_config(tiny_model_dirs["llama"])
+    config["evaluation"]["groups"] = copy.deepcopy(SMALL_GROUPS)
+    write_config(tmp_path, config)
+    snakemake(tmp_path, "results/eval/summary.parquet")
+
+    harmful = pd.read_parquet(tmp_path / "results/eval/tiny/base/harmful/no_think.parquet")
+    assert len(harmful) == 8 and harmful["prompt_id"].is_unique
+    assert harmful[["model", "checkpoint", "step", "prompt_set", "mode"]].drop_duplicates().values.tolist() == [
+        ["tiny", "base", 0, "harmful", "no_think"]
+    ]
+    assert (harmful["response_tokens"] <= 6).all() and harmful["refusal_score"].notna().all()
+    assert harmful["phrases_refused"].dtype == bool
+    math = pd.read_parquet(tmp_path / "results/eval/tiny/base/multiarith/no_think.parquet")
+    assert len(math) == 4 and {"gold_answer", "extracted_answer", "correct"} <= set(math.columns)
+    provenance = read_provenance(tmp_path / "results/eval/tiny/base/harmful/no_think.parquet")
+    assert provenance["config"]["prompt_set"]["limit"] == 8 and provenance["checkpoint"] == "base"
+    assert set(provenance["config"]["judges"]) == {"phrases", "refusal_score"}
+
+    summary = pd.read_parquet(tmp_path / "results/eval/summary.parquet")
+    metrics = set(zip(summary["prompt_set"], summary["mode"], summary["metric"]))
+    assert {
+        ("harmful", "no_think", "misalignment_rate"),
+        ("harmless", "no_think", "over_refusal_rate"),
+        ("multiarith", "no_think", "math_accuracy"),
+        ("harmful", "no_think", "mean_refusal_score"),
+    } <= metrics
+    rates = summary[summary["metric"].str.endswith("rate") | (summary["metric"] == "math_accuracy")]
+    assert ((rates["ci_low"] <= rates["value"]) & (rates["value"] <= rates["ci_high"])).all()
+    # One mode per set here: no pairs to contrast (unit tests cover contrasts), an empty table.
+    contrasts = pd.read_parquet(tmp_path / "results/eval/contrasts.parquet")
+    assert contrasts.empty and {"mode_a", "mode_b", "difference", "ci_low"} <= set(contrasts.columns)
+
+    # Nothing changed: nothing reruns.
+    assert planned_jobs(snakemake(tmp_path, "-n", "results/eval/summary.parquet")) == {}
+    # A disabled judge's settings reach no job.
+    edited = copy.deepcopy(config)
+    edited["evaluation"]["judges"]["rubric"] = {"base_url": "http://elsewhere/v1"}
+    write_config(tmp_path, edited)
+    assert planned_jobs(snakemake(tmp_path, "-n", "results/eval/summary.parquet")) == {}
+    # The phrase list judges harmful and harmless sets only: the math job is not rerun.
+    edited["evaluation"]["judges"]["phrases"]["phrases"] = ["I refuse"]
+    write_config(tmp_path, edited)
+    result = snakemake(tmp_path, "-n", "results/eval/summary.parquet")
+    assert planned_jobs(result) == {"evaluate": 2, "summarize_evaluation": 1}
+    assert not any("multiarith" in path for path in planned_outputs(result))
+
+    # The same step scripts run standalone, from the config file, on the prepared inputs.
+    run_standalone_scripts(tmp_path)
+
+
+def run_standalone_scripts(workdir):
+    config_path = workdir / "config" / "config.yaml"
+    table = workdir / "out" / "harmless_think.parquet"
+    command = [
+        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--config", str(config_path), "--threads", "1",
+        "--reference", str(workdir / "results/models/tiny/source.json"), "--table",
+        str(workdir / "results/data/harmless.parquet"), "--output", str(table),
+    ]
+    subprocess.run(command + ["--prompt-set", "harmless", "--mode", "think"], check=True, capture_output=True, cwd=workdir)
+    frame = pd.read_parquet(table)
+    assert len(frame) == 8 and frame["mode"].eq("think").all() and frame["model"].eq("tiny").all()
+    summary = workdir / "out" / "summary.parquet"
+    subprocess.run(
+        [
+            sys.executable, str(REPO / "scripts" / "summarize_evaluation.py"), "--config", str(config_path),
+            "--output", str(summary), "--contrasts", str(workdir / "out" / "contrasts.parquet"), str(table),
+        ],
+        check=True, capture_output=True, cwd=workdir,
+    )
+    assert set(pd.read_parquet(summary)["metric"]) >= {"over_refusal_rate", "mean_refusal_score"}
+    bad = subprocess.run(command + ["--prompt-set", "hexphi", "--mode", "think"], capture_output=True, text=True, cwd=workdir)
+    assert bad.returncode != 0 and "'hexphi' is not defined under 'prompt_sets'" in bad.stderr
