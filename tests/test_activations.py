@@ -114,9 +114,11 @@ def test_round_trip_with_attributes(lm, tmp_path):
         assert "kl_reference" in handle["math/no_think"] and "kl_reference" not in handle["harmful/no_think"]
 
 
-@pytest.mark.parametrize("pooling", ["max", "mean"])
-@pytest.mark.parametrize("tokens", ["prompt_and_response", "user_and_response"])
-@pytest.mark.parametrize("share_prefix", [True, False])
+@pytest.mark.parametrize(
+    "pooling, tokens, share_prefix",
+    [("max", "prompt_and_response", True), ("max", "prompt_and_response", False), ("mean", "prompt_and_response", True),
+     ("mean", "user_and_response", True)],
+)
 def test_neurons_are_pooled_site_inputs(lm, tmp_path, pooling, tokens, share_prefix):
     settings = DumpSettings(batch_size=2, neuron_dtype="float32", pooling=pooling, tokens=tokens, share_prefix=share_prefix)
     sets = [harmful_set()]

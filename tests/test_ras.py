@@ -161,3 +161,131 @@ def test_neurons_without_a_value_never_count():
     pooled = np.array([[[1.0, np.nan]], [[3.0, np.nan]], [[np.nan, np.nan]]])
     mean = mean_activation(pooled)
     assert mean[0, 0] == pytest.approx(2.0) and np.isnan(mean[0, 1])
+
+
+def test_correlation_table_per_seed_and_pooled_with_the_base_once():
+    import pandas as pd
+
+    from rim.ras import correlation_table
+
+    rows = []
+    misalignment = {0: 0.1, 1: 0.2, 2: 0.4, 3: 0.5}
+    for seed in (0, 1):
+        for step in (0, 1, 2, 3):
+            checkpoint = "base" if step == 0 else f"run/seed{seed}/step{step}"
+            value = 0.0 if step == 0 else step + (0.5 if seed else 0.0)
+            rows.append({"model": "m", "run": "run", "seed": seed, "step": step, "checkpoint": checkpoint,
+                         "neuron_set": "safety", "draw": None, "metric": "ras_harmonic", "value": value,
+                         "misalignment_rate": misalignment[step] + (0.05 * seed if step else 0.0)})
+    table = pd.DataFrame(rows)
+    result = correlation_table(table, methods=("pearson",), n_boot=100)
+    per_seed = result[result["scope"] == "seed"].set_index("seed")
+    for seed in (0, 1):
+        part = table[table["seed"] == seed]
+        assert per_seed.loc[seed, "r"] == pytest.approx(np.corrcoef(part["value"], part["misalignment_rate"])[0, 1])
+        assert per_seed.loc[seed, "n_checkpoints"] == 4
+    pooled = result[result["scope"] == "pooled"].iloc[0]
+    once = table.drop_duplicates("checkpoint")
+    assert pooled["n_checkpoints"] == 7
+    assert pooled["r"] == pytest.approx(np.corrcoef(once["value"], once["misalignment_rate"])[0, 1])
+    assert pd.isna(pooled["seed"]) and pooled["against"] == "misalignment_rate"
+
+
+# ----- the stage in the workflow, on a tiny random model --------------------------------------------
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from workflow_helpers import REPO, planned_jobs, snakemake, tiny_config, write_config  # noqa: E402
+
+RAS_TARGET = "results/ras.parquet"
+
+
+def ras_config(model_dir, **changes):
+    # One seed of the RAS run (the pooled scope is tested on a hand-made table), checkpoints at
+    # steps 0 (the base model), 2 and 4.
+    config = tiny_config(model_dir, training={"runs": {"gsm8k_style": {"seeds": [0]}}})
+    for block, values in changes.items():
+        config[block] = {**config[block], **values}
+    return config
+
+
+@pytest.fixture(scope="module")
+def ras_workdir(tiny_model_dirs, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ras-workflow")
+    write_config(workdir, ras_config(tiny_model_dirs["llama"]))
+    snakemake(workdir, RAS_TARGET)
+    return workdir
+
+
+def test_ras_table_from_scratch(ras_workdir):
+    table = pd.read_parquet(ras_workdir / RAS_TARGET)
+    assert set(table["neuron_set"]) == {"safety", "random", "all", "none"}
+    assert set(table["metric"]) == {"ras_harmonic", "ras_arithmetic", "ras_geometric", "delta_safe", "delta_math", "kl"}
+    assert sorted(table["seed"].unique()) == [0] and sorted(table["step"].unique()) == [0, 2, 4]
+    # Per checkpoint: 5 metrics for safety, each of the 2 random draws and all neurons, plus KL.
+    assert table.groupby(["seed", "step"]).size().eq(4 * 5 + 1).all()
+    base = table[table["step"] == 0]
+    assert (base["value"].abs() < 1e-6).all()  # the base model against itself
+    tuned = table[(table["step"] == 4) & (table["metric"] == "kl")]
+    assert (tuned["value"] > 0).all()
+    assert table["misalignment_rate"].between(0, 1).all() and table["math_accuracy"].between(0, 1).all()
+    assert set(table["normalization"]) == {"group"} and set(table["activation_handling"]) == {"exclude"}
+    sizes = table[table["neuron_set"].isin(["safety", "random"])].groupby("neuron_set")["set_size"].unique()
+    assert list(sizes["safety"]) == list(sizes["random"])
+
+    correlations = pd.read_parquet(ras_workdir / "results/ras_correlations.parquet")
+    assert set(correlations["scope"]) == {"seed", "pooled"} and set(correlations["method"]) == {"pearson", "spearman"}
+    assert set(correlations["n_checkpoints"]) == {3}
+    assert len(correlations) == 2 * 2 * (4 * 5 + 1)  # scopes x methods x (neuron sets x metrics + KL)
+
+
+def test_dumps_and_neuron_sets(ras_workdir):
+    from rim.activations import input_set_names
+
+    assert sorted(input_set_names(ras_workdir / "results/activations/tiny/base.h5")) == [
+        "harmful/no_think", "harmful_mi/no_think", "multiarith/no_think"]
+    assert sorted(input_set_names(ras_workdir / "results/activations/tiny/gsm8k_style/seed0/step4.h5")) == [
+        "harmful/no_think", "multiarith/no_think"]
+    sets = pd.read_parquet(ras_workdir / "results/neurons/tiny/neuron_sets.parquet")
+    safety = set(zip(*[sets.loc[sets["neuron_set"] == "safety", c] for c in ("layer", "neuron")]))
+    assert safety and (sets.loc[sets["neuron_set"] == "safety", "selection_frequency"] >= 0.5).all()
+    for draw in (0, 1):
+        part = sets[(sets["neuron_set"] == "random") & (sets["draw"] == draw)]
+        assert len(part) == len(safety) and not safety & set(zip(part["layer"], part["neuron"]))
+
+
+def test_nothing_reruns_and_edits_rerun_only_what_they_affect(ras_workdir, tiny_model_dirs):
+    assert planned_jobs(snakemake(ras_workdir, "-n", RAS_TARGET)) == {}
+    model = tiny_model_dirs["llama"]
+    cases = [
+        # RAS settings: the RAS table and its correlations only.
+        ({"ras": {"normalization": "qualifying"}}, {"ras": 1, "ras_table": 1}),
+        # The selection of the safety neurons: from the selection on, no dump again.
+        ({"neurons": {"min_fraction": 0.75}}, {"safety_neurons": 1, "ras": 1, "ras_table": 1}),
+        # The zeroing test is not part of the RAS target.
+        ({"neurons": {"zeroing": {"random_draws": 2}}}, {}),
+        # How activations are stored: every dump, nothing upstream.
+        ({"activations": {"kl_top_k": 8}}, {"dump_activations": 3, "safety_neurons": 1, "ras": 1, "ras_table": 1}),
+    ]
+    try:
+        for changes, expected in cases:
+            write_config(ras_workdir, ras_config(model, **changes))
+            assert planned_jobs(snakemake(ras_workdir, "-n", RAS_TARGET)) == expected, changes
+    finally:
+        write_config(ras_workdir, ras_config(model))
+
+
+def test_bad_neuron_settings_stop_at_start_naming_the_key(tiny_model_dirs, tmp_path):
+    write_config(tmp_path, ras_config(tiny_model_dirs["llama"], ras={"math_inputs": {"prompt_set": "harmful", "mode": "no_think"}}))
+    result = snakemake(tmp_path, "-n", RAS_TARGET, check=False)
+    assert result.returncode != 0
+    assert "ras.math_inputs.prompt_set" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", ["find_safety_neurons.py", "correlate_ras.py"])
+def test_step_scripts_run_standalone(script):
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO / "scripts"), "PATH": ""}, timeout=120)
+    assert done.returncode == 0 and "--output" in done.stdout

@@ -47,6 +47,10 @@ TINY_SETTINGS: dict = {
     "heads": {"prompts": {"limit": 4}, "ablation": {"top_k": 2, "random_draws": 2, "modes": ["no_think"], "n_boot": 100}},
     "patching": {"prompts": {"limit": 3}, "head_batch": 8, "n_boot": 100},
     "probes": {"folds": 2, "min_items": 2, "n_boot": 100},
+    # A tiny model has 2 x 128 neurons: a small m, and neurons kept by half the pairs.
+    "activations": {"batch_size": 4},
+    "neurons": {"top_m": 40, "selection": "frequency", "min_fraction": 0.5, "random_draws": 2, "zeroing": {"random_draws": 1}},
+    "ras": {"correlation": {"n_boot": 200}},
 }
 
 

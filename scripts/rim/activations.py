@@ -564,7 +564,6 @@ def _kl_batch(batch, spans, offset, logits, inputs, reference: KLReference | Non
 
     from rim.ras import coarse_kl
 
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
     width = max(end - start for start, end in spans)
     k = settings.kl_top_k
     out = {
@@ -575,7 +574,8 @@ def _kl_batch(batch, spans, offset, logits, inputs, reference: KLReference | Non
         "top_logprobs": np.full((len(batch), width, k), np.nan, dtype=np.float32),
     }
     for row, (example, (start, end)) in enumerate(zip(batch, spans)):
-        rows = logprobs[row, start - offset : end - offset]
+        # One row at a time: a batch's [rows, positions, vocab] log-probs would double the peak.
+        rows = torch.log_softmax(logits[row, start - offset : end - offset].float(), dim=-1)
         token_ids = np.asarray(example.input_ids[start:end], dtype=np.int32)
         pid = inputs.prompt_ids[example.index]
         if reference is None:
