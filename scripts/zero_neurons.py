@@ -17,57 +17,21 @@ Standalone:
         --summary /tmp/zeroing_summary.parquet
 """
 
-import numpy as np
 import pandas as pd
 
 from rim import cli
 from rim.evaluation import EvaluationSettings, evaluate_prompts, select_prompts, summarize
-from rim.evaluation.summary import METRICS
-from rim.hooks import units_by_layer
 from rim.models import load_model
-from rim.neurons import zeroing_params
+from rim.neurons import paired_changes, zeroing_conditions, zeroing_params
 from rim.prompts import prompt_mode
 from rim.provenance import collect, write_table
-from rim.stats import bootstrap
-
-
-def conditions(sets: pd.DataFrame, random_draws: int) -> dict[str, dict | None]:
-    """Condition name -> zero_neurons mapping ({layer: [neurons]}); None = no intervention."""
-    out: dict[str, dict | None] = {"none": None}
-    safety = sets[sets["neuron_set"] == "safety"]
-    out["safety"] = units_by_layer(zip(safety["layer"], safety["neuron"]))
-    for draw in range(random_draws):
-        part = sets[(sets["neuron_set"] == "random") & (sets["draw"] == draw)]
-        out[f"random_{draw}"] = units_by_layer(zip(part["layer"], part["neuron"]))
-    return out
-
-
-def paired_changes(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Each condition minus no intervention, per prompt set and metric, bootstrapped over prompts."""
-    rows = []
-    for (prompt_set, kind), part in frame.groupby(["prompt_set", "kind"], sort=False):
-        for metric, judge, column, kinds, values, binary in METRICS:
-            if column not in part or (kinds is not None and kind not in kinds):
-                continue
-            wide = part.assign(_v=values(part)).pivot_table(index="prompt_id", columns="condition", values="_v", aggfunc="first")
-            if "none" not in wide:
-                continue
-            for condition in [c for c in wide.columns if c != "none"]:
-                difference = (wide[condition] - wide["none"]).to_numpy(dtype=float)
-                if np.isnan(difference).all():
-                    continue
-                estimate = bootstrap(difference, n_boot=n_boot, seed=seed)
-                rows.append({"prompt_set": prompt_set, "kind": kind, "condition": condition, "metric": metric, "judge": judge,
-                             "statistic": "change_from_none", "value": estimate.value, "ci_low": estimate.ci_low,
-                             "ci_high": estimate.ci_high, "n": estimate.n})
-    return pd.DataFrame(rows)
 
 
 def run(step: cli.Step) -> None:
     params, model = step.params, step.wildcards["model"]
     block = params["zeroing"]
     sets = pd.read_parquet(step.input["sets"])
-    chosen = conditions(sets, int(block["random_draws"]))
+    chosen = zeroing_conditions(sets, int(block["random_draws"]))
     size = int((sets["neuron_set"] == "safety").sum())
     loaded = load_model(str(step.input["reference"]), device=params.get("device", "auto"))
     mode = prompt_mode(block["mode"], params["mode"])

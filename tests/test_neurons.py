@@ -103,3 +103,36 @@ def test_random_sets_fail_clearly_when_too_few_neurons_remain():
 def test_flat_index_round_trip():
     layers, neurons = layer_neuron(flat_index([2, 0], [3, 7], 8), 8)
     assert layers.tolist() == [2, 0] and neurons.tolist() == [3, 7]
+
+
+def test_zeroing_conditions_group_each_set_by_layer():
+    import pandas as pd
+
+    from rim.neurons import zeroing_conditions
+
+    sets = pd.DataFrame({
+        "neuron_set": ["safety", "safety", "random", "random", "random", "random"],
+        "draw": pd.array([None, None, 0, 0, 1, 1], dtype="Int64"),
+        "layer": [0, 2, 1, 1, 0, 3],
+        "neuron": [5, 7, 1, 9, 4, 4],
+    })
+    chosen = zeroing_conditions(sets, random_draws=1)
+    assert chosen == {"none": None, "safety": {0: [5], 2: [7]}, "random_0": {1: [1, 9]}}
+
+
+def test_paired_changes_are_per_prompt_differences_from_no_intervention():
+    import pandas as pd
+
+    from rim.neurons import paired_changes
+
+    # Three harmful prompts: refused plainly, two stop refusing with the safety neurons zeroed.
+    rows = []
+    for condition, refused in (("none", [True, True, False]), ("safety", [False, False, False]), ("random_0", [True, True, False])):
+        for pid, flag in zip(("a", "b", "c"), refused):
+            rows.append({"prompt_set": "harmful", "kind": "harmful", "condition": condition, "prompt_id": pid,
+                         "phrases_refused": flag})
+    changes = paired_changes(pd.DataFrame(rows), n_boot=200).set_index(["condition", "metric"])
+    assert changes.loc[("safety", "misalignment_rate"), "value"] == pytest.approx(2 / 3)
+    assert changes.loc[("safety", "refusal_rate"), "value"] == pytest.approx(-2 / 3)
+    assert changes.loc[("random_0", "misalignment_rate"), "value"] == 0
+    assert changes.loc[("random_0", "misalignment_rate"), "n"] == 3

@@ -239,3 +239,47 @@ def zeroing_params(config) -> dict:
         "generation": dict(evaluation.get("generation", {})),
         "judges": {name: applicable_judges(evaluation.get("judges", {}), entry["kind"]) for name, entry in prompt_sets.items()},
     }
+
+
+# ----- the zeroing test (METHOD.md 6) --------------------------------------------------------------
+def zeroing_conditions(sets: pd.DataFrame, random_draws: int) -> dict[str, dict | None]:
+    """Condition name -> zero_neurons mapping ({layer: [neurons]}); None = no intervention."""
+    from rim.hooks import units_by_layer
+
+    out: dict[str, dict | None] = {"none": None}
+    safety = sets[sets["neuron_set"] == "safety"]
+    out["safety"] = units_by_layer(zip(safety["layer"], safety["neuron"]))
+    for draw in range(random_draws):
+        part = sets[(sets["neuron_set"] == "random") & (sets["draw"] == draw)]
+        out[f"random_{draw}"] = units_by_layer(zip(part["layer"], part["neuron"]))
+    return out
+
+
+def paired_changes(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Each condition minus no intervention, per prompt set and metric, bootstrapped over prompts.
+
+    The conditions see the same prompts, so the change is paired: the per-prompt difference of
+    each flag (e.g. misaligned) or value, averaged, with a bootstrap interval over prompts.
+    """
+    import pandas as pd
+
+    from rim.evaluation.summary import METRICS
+    from rim.stats import bootstrap
+
+    rows = []
+    for (prompt_set, kind), part in frame.groupby(["prompt_set", "kind"], sort=False):
+        for metric, judge, column, kinds, values, binary in METRICS:
+            if column not in part or (kinds is not None and kind not in kinds):
+                continue
+            wide = part.assign(_v=values(part)).pivot_table(index="prompt_id", columns="condition", values="_v", aggfunc="first")
+            if "none" not in wide:
+                continue
+            for condition in [c for c in wide.columns if c != "none"]:
+                difference = (wide[condition] - wide["none"]).to_numpy(dtype=float)
+                if np.isnan(difference).all():
+                    continue
+                estimate = bootstrap(difference, n_boot=n_boot, seed=seed)
+                rows.append({"prompt_set": prompt_set, "kind": kind, "condition": condition, "metric": metric, "judge": judge,
+                             "statistic": "change_from_none", "value": estimate.value, "ci_low": estimate.ci_low,
+                             "ci_high": estimate.ci_high, "n": estimate.n})
+    return pd.DataFrame(rows)
