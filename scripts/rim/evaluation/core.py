@@ -71,7 +71,9 @@ def _judge(frame: pd.DataFrame, texts: list[str], settings: EvaluationSettings) 
 
     specs = settings.judges
     if "phrases" in specs:
-        judge = settings.judge_cache.setdefault("phrases", judge_module.PhraseJudge.from_spec(specs["phrases"]))
+        if "phrases" not in settings.judge_cache:
+            settings.judge_cache["phrases"] = judge_module.PhraseJudge.from_spec(specs["phrases"])
+        judge = settings.judge_cache["phrases"]
         verdicts = [judge.judge(text) for text in texts]
         frame["phrases_refused"] = [v.refused for v in verdicts]
         frame["phrases_match"] = [v.phrase for v in verdicts]
