@@ -495,3 +495,16 @@ def all_heads_targets():
             if heads_settings.probe_plan(config, ckpt):
                 targets.append(f"{heads_dir(model, ckpt)}/probes.parquet")
     return targets
+
+
+# ----- partial reruns (cluster execution) ---------------------------------------------------------
+# A job's params are what Snakemake compares to decide a rerun, so they hold only the settings
+# that change the job's output: keys that pick which jobs exist (a run's seeds, whether it feeds
+# RAS) or that only describe stay out, so adding a seed adds that seed's jobs and reruns no other.
+RUN_KEYS_NOT_IN_PARAMS = {"seeds", "ras", "description"}
+
+
+def training_run_settings(wildcards):
+    """Params of finetune: the block of training run {run}, less the job-selecting keys."""
+    block = training_runs()[wildcards.run]
+    return {k: v for k, v in block.items() if k not in RUN_KEYS_NOT_IN_PARAMS}

@@ -51,7 +51,7 @@ rule finetune:
         runtime=120,
     params:
         finetuning=lookup(dpath="models/{model}/finetuning", within=config),
-        run=lookup(dpath="training/runs/{run}", within=config),
+        run=training_run_settings,
         device=lookup(dpath="device", within=config),
         state_dir=lambda wildcards: training_state_dir(
             "finetune", wildcards.model, wildcards.run, f"seed{wildcards.seed}"
