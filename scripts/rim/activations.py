@@ -29,13 +29,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
 
 from rim.errors import ConfigError, DataError, RimError
 from rim.provenance import atomic_path
+
+if TYPE_CHECKING:
+    from rim.prompts import PromptMode
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ class InputSet:
     """One group of the dump: an evaluation prompt set in one mode, with the model's responses."""
 
     prompt_set: str
-    mode: "object"  # rim.prompts.PromptMode
+    mode: PromptMode
     prompt_ids: list[str]
     users: list[str]
     responses: list[str]
