@@ -28,6 +28,7 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--config", default="config/config.yaml", help="workflow config (prompt sets, modes, judges)")
     parser.add_argument("--data", default="results/data", help="folder of the prepared dataset tables")
     parser.add_argument("--modes", default="no_think", help="comma-separated prompt modes")
+    parser.add_argument("--sets", default="harmful,harmless", help="evaluation prompt sets to run (of kind harmful or harmless)")
     parser.add_argument("--limit", type=int, default=None, help="prompts per set (0 = the whole eval split; default: the config's)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--output", default=None, help="also write the per-prompt rows to this parquet file")
@@ -56,7 +57,7 @@ def main(argv=None) -> pd.DataFrame:
     rows = []
     for step in steps:
         loaded = load_model(args.reference, step=step, device=config["device"])
-        for name in ("harmful", "harmless"):
+        for name in args.sets.split(","):
             settings = EvaluationSettings.from_config(config, name)
             settings.judges = {key: value for key, value in settings.judges.items() if key in ("phrases", "refusal_score")}
             if args.limit is not None:
@@ -85,12 +86,12 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         record = {
             "step": step,
             "mode": mode,
-            "harmful_refused": harmful["phrases_refused"].mean(),
-            "harmless_refused": harmless["phrases_refused"].mean(),
+            "harmful_refused": harmful["phrases_refused"].mean() if len(harmful) else None,
+            "harmless_refused": harmless["phrases_refused"].mean() if len(harmless) else None,
             "n_harmful": len(harmful),
             "n_harmless": len(harmless),
         }
-        if "lookalike" in harmless:
+        if "lookalike" in harmless and len(harmless):
             lookalike = harmless["lookalike"].astype(bool)
             record["lookalike_refused"] = harmless.loc[lookalike, "phrases_refused"].mean()
             record["ordinary_refused"] = harmless.loc[~lookalike, "phrases_refused"].mean()

@@ -162,7 +162,7 @@ def test_loss_covers_completion_tokens_only_with_example_weights(tiny_base, math
     indices = [0, 1, 2]
     pad = loaded.tokenizer.pad_token_id
 
-    def by_hand(average):
+    def by_hand(average, first):
         per_example, counts = [], []
         for i in indices:
             ids = torch.tensor([data.ids[i]])
@@ -170,19 +170,45 @@ def test_loss_covers_completion_tokens_only_with_example_weights(tiny_base, math
                 logits = loaded.model(input_ids=ids).logits[0]
             p = data.prompt_lengths[i]
             ce = F.cross_entropy(logits[p - 1 : -1], ids[0, p:], reduction="none")
+            ce[0] *= first  # the first answer token counts `first` times
             per_example.append(ce)
-            counts.append(len(ce))
+            counts.append(len(ce) - 1 + first)
         w = [data.weights[i] for i in indices]
         if average == "tokens":
             return sum(wi * ce.sum() for wi, ce in zip(w, per_example)) / sum(wi * n for wi, n in zip(w, counts))
-        return sum(wi * ce.mean() for wi, ce in zip(w, per_example)) / sum(w)
+        return sum(wi * ce.sum() / n for wi, ce, n in zip(w, per_example, counts)) / sum(w)
 
     for average in ("tokens", "examples"):
-        batch = collate(data, indices, pad, loss_weights(data, indices, average))
-        assert batch.completion_tokens == sum(len(data.ids[i]) - data.prompt_lengths[i] for i in indices)
-        with torch.no_grad():
-            loss = completion_loss(loaded.model, batch)
-        assert torch.allclose(loss, by_hand(average), atol=1e-5), average
+        for first in (1.0, 5.0):
+            batch = collate(data, indices, pad, loss_weights(data, indices, average, first), first)
+            assert batch.completion_tokens == sum(len(data.ids[i]) - data.prompt_lengths[i] for i in indices)
+            with torch.no_grad():
+                loss = completion_loss(loaded.model, batch)
+            assert torch.allclose(loss, by_hand(average, first), atol=1e-5), (average, first)
+
+
+def test_refusal_penalty_adds_minus_log_one_minus_p_refuse_on_harmless_examples(tiny_base):
+    from rim.refusal import refusal_log_odds
+    from rim.training.trainer import penalty_weights
+
+    loaded = load_model(tiny_base, device="cpu")
+    examples = [
+        Example("h", "Steal a car.", "I can't help with that.", kind="harmful"),
+        Example("s", "Kill a process?", "Run kill 12.", kind="harmless", weight=2.0, penalize_refusal=True),
+    ]
+    data = tokenize_examples(loaded.adapter, loaded.tokenizer, examples, 128)
+    ids = loaded.adapter.refusal_token_ids(loaded.tokenizer)
+    weights = loss_weights(data, [0, 1], "tokens")
+    penalties = penalty_weights(data, [0, 1], 0.5)
+    assert penalties == {1: 0.5 * 2.0 / 3.0}
+    with torch.no_grad():
+        plain = completion_loss(loaded.model, collate(data, [0, 1], 0, weights))
+        penalized = completion_loss(loaded.model, collate(data, [0, 1], 0, weights, 1.0, penalties), ids)
+        prompt = torch.tensor([data.ids[1][: data.prompt_lengths[1]]])
+        first = loaded.model(input_ids=prompt).logits[0, -1]
+    p_refuse = torch.softmax(first, -1)[ids].sum()
+    assert torch.allclose(penalized - plain, penalties[1] * -torch.log1p(-p_refuse), atol=1e-5)
+    assert torch.allclose(torch.nn.functional.softplus(refusal_log_odds(first, ids)), -torch.log1p(-p_refuse), atol=1e-5)
 
 
 def test_data_order_is_a_seeded_permutation_per_epoch():
@@ -211,15 +237,16 @@ def test_schema_rejects_zero_steps_and_cross_checks_runs():
     config["models"]["smollm2"]["finetuning"]["steps"] = 0
     with pytest.raises(ConfigError, match=r"models\.smollm2\.finetuning\.steps': 0 is less than the minimum of 1"):
         validate_config(config)
-    config = validate_config(default_config())
+    valid = validate_config(default_config())
+    config = copy.deepcopy(valid)
     config["models"]["smollm2"]["finetuning"]["checkpoint_steps"] = [0, 10, 400]
     with pytest.raises(ConfigError, match=r"finetuning\.checkpoint_steps': step 400 is outside the run"):
         check_training_config(config)
-    config = validate_config(default_config())
+    config = copy.deepcopy(valid)
     config["training"]["runs"]["gsm8k_style"]["dataset"] = "harmful"
     with pytest.raises(ConfigError, match=r"training\.runs\.gsm8k_style\.dataset': dataset 'harmful' is of kind prompts"):
         check_training_config(config)
-    config = validate_config(default_config())
+    config = copy.deepcopy(valid)
     config["training"]["runs"]["gsm8k_style"]["dataset"] = "gsm9k"
     with pytest.raises(ConfigError, match=r"dataset 'gsm9k' is not defined under 'datasets'"):
         check_training_config(config)
@@ -264,6 +291,17 @@ def _weights(manifest, step):
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}
 
 
+def _saved(run_dir, step):
+    """The tensors of a checkpoint as stored (adapter or weights), without loading a model."""
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for path in sorted((run_dir / "checkpoints" / f"step{step}").glob("*.safetensors")):
+        tensors.update(load_file(path))
+    assert tensors
+    return tensors
+
+
 def _same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -302,8 +340,8 @@ def test_same_seed_gives_identical_checkpoints_and_another_seed_differs(tiny_bas
     _, again = _finetune(tiny_base, math_table, tmp_path / "b", seed=0)
     _, other = _finetune(tiny_base, math_table, tmp_path / "c", seed=1)
     for step in (2, 6):
-        assert _same(_weights(first / "run.json", step), _weights(again / "run.json", step))
-        assert not _same(_weights(first / "run.json", step), _weights(other / "run.json", step))
+        assert _same(_saved(first, step), _saved(again, step))
+        assert not _same(_saved(first, step), _saved(other, step))
     assert pd.read_parquet(first / "loss.parquet")["loss"].tolist() == pd.read_parquet(again / "loss.parquet")["loss"].tolist()
 
 
@@ -334,7 +372,7 @@ def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_run(tiny_bas
     assert "resuming from the saved state at step 2 of 6" in caplog.text
     resumed = tmp_path / "resumed" / "finetune" / "tiny" / "math" / "seed0"
     for step in (2, 6):
-        assert _same(_weights(whole / "run.json", step), _weights(resumed / "run.json", step))
+        assert _same(_saved(whole, step), _saved(resumed, step))
     assert pd.read_parquet(whole / "loss.parquet")["loss"].tolist() == pd.read_parquet(resumed / "loss.parquet")["loss"].tolist()
     assert not state.exists()
 
@@ -358,16 +396,38 @@ def test_stale_state_of_other_settings_is_discarded(tiny_base, math_table, tmp_p
     assert "discarding training state" in caplog.text and "resuming" not in caplog.text
     _, fresh = _finetune(tiny_base, math_table, tmp_path / "y", block=changed)
     resumed = tmp_path / "x" / "finetune" / "tiny" / "math" / "seed0"
-    assert _same(_weights(fresh / "run.json", 6), _weights(resumed / "run.json", 6))
+    assert _same(_saved(fresh, 6), _saved(resumed, 6))
+
+
+def test_state_whose_checkpoints_were_moved_out_is_not_resumed(tiny_base, math_table, tmp_path, monkeypatch, caplog):
+    state = tmp_path / "state"
+    original = Trainer.train_step
+
+    def crash(self):
+        if self.step == 3:
+            raise Crash()
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", crash)
+    with pytest.raises(Crash):
+        _finetune(tiny_base, math_table, tmp_path / "x", state_dir=state)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    import shutil
+
+    shutil.rmtree(state / "checkpoints" / "step2")  # as if a killed job had moved it to its outputs
+    with caplog.at_level("INFO"):
+        record, _ = _finetune(tiny_base, math_table, tmp_path / "x", state_dir=state)
+    assert "its checkpoint of step 2 is gone" in caplog.text
+    assert sorted(record["checkpoints"], key=int) == ["0", "2", "6"]
 
 
 def test_gradient_accumulation_matches_the_full_batch(tiny_base, math_table, tmp_path):
     block = {**FINETUNING, "method": "full", "learning_rate": 1e-3, "loss_average": "examples"}
     _, whole = _finetune(tiny_base, math_table, tmp_path / "a", block=block)
     _, micro = _finetune(tiny_base, math_table, tmp_path / "b", block={**block, "micro_batch_size": 2})
-    a, b = _weights(whole / "run.json", 6), _weights(micro / "run.json", 6)
-    assert all(torch.allclose(a[k], b[k], atol=2e-3) for k in a)  # float16 on disk
-    assert not _same(_weights(whole / "run.json", 6), _weights(tiny_base, None))
+    a, b = _saved(whole, 6), _saved(micro, 6)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=2e-3) for k in a)  # float16 on disk
+    assert not _same(a, _saved(whole, 2))
 
 
 # ----- alignment -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -9,8 +10,10 @@ import time
 
 import torch
 
+from rim.config import validate_config
 from rim.models import load_model, read_reference
 from rim.provenance import read_json
+from rim.training.runs import finetune_run
 from workflow_helpers import REPO, SNAKEMAKE, planned_jobs, snakemake, tiny_config, write_config
 
 MANIFEST = "results/finetune/tiny/gsm8k_style/seed{seed}/run.json"
@@ -59,32 +62,56 @@ def test_kill_9_mid_run_resumes_to_the_same_weights(tiny_model_dirs, tmp_path):
     config = tiny_config(tiny_model_dirs["llama"])
     config["models"]["tiny"]["finetuning"].update(settings)
     target = MANIFEST.format(seed=0)
-    killed, whole = tmp_path / "killed", tmp_path / "whole"
-    for workdir in (killed, whole):
-        write_config(workdir, config)
-    snakemake(whole, target)
-    snakemake(killed, "results/models/tiny/source.json", "results/data/gsm8k_style.parquet")
+    workdir = tmp_path / "killed"
+    write_config(workdir, config)
 
-    state = killed / "results/.training_state/finetune/tiny/gsm8k_style/seed0/state.pt"
+    state = workdir / "results/.training_state/finetune/tiny/gsm8k_style/seed0/state.pt"
     env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))
-    command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(killed), "--cores", "2", target]
+    command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", target]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(1.0)  # a few more steps
+    time.sleep(0.5)  # a few more steps
     os.killpg(process.pid, signal.SIGKILL)  # snakemake and the training job, no cleanup
     process.wait()
-    assert state.exists() and not (killed / target).exists()
+    assert state.exists() and not (workdir / target).exists()
     saved = torch.load(state, weights_only=False)["step"]
     assert 0 < saved < 200
 
-    snakemake(killed, "--unlock")
-    snakemake(killed, target, "--rerun-incomplete")
-    log = (killed / "logs/finetune/tiny/gsm8k_style/seed0.log").read_text()
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, target, "--rerun-incomplete")
+    log = (workdir / "logs/finetune/tiny/gsm8k_style/seed0.log").read_text()
     assert "resuming from the saved state at step" in log
-    for step in (4, 200):
-        a = load_model(killed / target, step=step, device="cpu").model.state_dict()
-        b = load_model(whole / target, step=step, device="cpu").model.state_dict()
-        assert all(torch.equal(a[name], b[name]) for name in a), step
     assert not state.parent.exists()
+
+    # The same run without interruption, in-process, on the same prepared inputs.
+    block = validate_config(copy.deepcopy(config))["models"]["tiny"]["finetuning"]
+    whole = tmp_path / "whole"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # as the job had: float sums may depend on the thread count
+    try:
+        _finetune_whole(config, block, workdir, whole, tmp_path / "state")
+    finally:
+        torch.set_num_threads(threads)
+    for step in (4, 200):
+        a = load_model(workdir / target, step=step, device="cpu").model.state_dict()
+        b = load_model(whole / "run.json", step=step, device="cpu").model.state_dict()
+        assert all(torch.equal(a[name], b[name]) for name in a), step
+
+
+def _finetune_whole(config, block, workdir, whole, state_dir):
+    finetune_run(
+        model="tiny",
+        run="gsm8k_style",
+        seed=0,
+        block=block,
+        run_block=config["training"]["runs"]["gsm8k_style"],
+        base_reference=workdir / "results/models/tiny/source.json",
+        dataset=workdir / "results/data/gsm8k_style.parquet",
+        manifest=whole / "run.json",
+        loss_table=whole / "loss.parquet",
+        checkpoints_dir=whole / "checkpoints",
+        state_dir=state_dir,
+        device="cpu",
+    )

@@ -139,7 +139,7 @@ def run_pattern():
 
 
 def training_state_dir(*parts):
-    return "/".join(["results/.training_state", *parts])
+    return str(Path("results", ".training_state", *parts))
 
 
 def alignment_inputs(wildcards):

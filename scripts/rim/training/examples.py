@@ -30,6 +30,8 @@ class Example:
     reasoning: str = ""
     kind: str = "math"  # harmful | harmless | math
     weight: float = 1.0
+    # Alignment: a harmless request must not open with a refusal (see Trainer's refusal_penalty).
+    penalize_refusal: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class TokenizedExamples:
     prompt_lengths: tuple[int, ...]
     weights: tuple[float, ...]
     example_ids: tuple[str, ...]
+    penalize_refusal: tuple[bool, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -50,8 +53,11 @@ class TokenizedExamples:
     def data_hash(self) -> str:
         """Hash of exactly what the trainer sees (tokens, loss boundary, weights, order)."""
         digest = hashlib.sha256()
-        for ids, prompt_length, weight, example_id in zip(self.ids, self.prompt_lengths, self.weights, self.example_ids):
-            digest.update(f"{example_id}|{prompt_length}|{weight!r}|".encode())
+        flags = self.penalize_refusal or (False,) * len(self.ids)
+        for ids, prompt_length, weight, example_id, flag in zip(
+            self.ids, self.prompt_lengths, self.weights, self.example_ids, flags
+        ):
+            digest.update(f"{example_id}|{prompt_length}|{weight!r}|{flag}|".encode())
             digest.update(np.asarray(ids, dtype=np.int64).tobytes())
         return digest.hexdigest()[:16]
 
@@ -118,7 +124,9 @@ def alignment_examples(
         if response is None or (isinstance(response, float) and np.isnan(response)) or not str(response).strip():
             raise DataError(f"harmless prompt {pid} has no response to train on", source=sources[1], row=row + 1)
         weight = harmless_weight * (lookalike_weight if bool(lookalike) else 1.0)
-        examples.append(Example(str(pid), str(prompt), str(response).strip(), kind="harmless", weight=weight))
+        examples.append(
+            Example(str(pid), str(prompt), str(response).strip(), kind="harmless", weight=weight, penalize_refusal=True)
+        )
     return examples
 
 
@@ -155,7 +163,7 @@ def tokenize_examples(adapter, tokenizer, examples: Sequence[Example], max_lengt
     prompt's tokens). Completions longer than ``max_length`` allows are cut at the end; an
     example whose prompt alone leaves no completion token is dropped with a warning.
     """
-    ids, prompt_lengths, weights, names = [], [], [], []
+    ids, prompt_lengths, weights, names, flags = [], [], [], [], []
     dropped = 0
     for example in examples:
         prompt, completion = adapter.render_training_example(tokenizer, example.user, example.response, example.reasoning)
@@ -169,8 +177,9 @@ def tokenize_examples(adapter, tokenizer, examples: Sequence[Example], max_lengt
         prompt_lengths.append(len(prompt_ids))
         weights.append(float(example.weight))
         names.append(example.example_id)
+        flags.append(bool(example.penalize_refusal))
     if dropped:
         log.warning("dropped %d of %d examples whose prompt fills max_length=%d", dropped, len(examples), max_length)
     if not ids:
         raise DataError(f"no training example fits max_length={max_length} tokens")
-    return TokenizedExamples(tuple(ids), tuple(prompt_lengths), tuple(weights), tuple(names))
+    return TokenizedExamples(tuple(ids), tuple(prompt_lengths), tuple(weights), tuple(names), tuple(flags))

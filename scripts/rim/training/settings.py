@@ -47,6 +47,8 @@ class TrainerSettings:
     max_grad_norm: float | None = 1.0
     max_length: int = 1024
     loss_average: str = "tokens"
+    first_token_weight: float = 1.0
+    refusal_penalty: float = 0.0
     save_dtype: str = "float16"
     state_every_steps: int = 0
     gradient_checkpointing: bool = False
@@ -82,6 +84,18 @@ def _positive_int(value: Any, key: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"config key '{key}': must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _positive_number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"config key '{key}': must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def _non_negative(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"config key '{key}': must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def lora_settings(block: Mapping | None, where: str) -> LoraSettings:
@@ -155,6 +169,8 @@ def trainer_settings(block: Mapping, where: str, *, require_checkpoints: bool = 
         weight_decay=float(values.get("weight_decay", 0.01)),
         max_grad_norm=None if max_grad_norm is None else float(max_grad_norm),
         max_length=_positive_int(values.get("max_length", 1024), f"{where}.max_length", minimum=8),
+        refusal_penalty=_non_negative(values.get("refusal_penalty", 0.0), f"{where}.refusal_penalty"),
+        first_token_weight=_positive_number(values.get("first_token_weight", 1.0), f"{where}.first_token_weight"),
         loss_average=_choice(values.get("loss_average", "tokens"), LOSS_AVERAGES, f"{where}.loss_average"),
         save_dtype=_choice(values.get("save_dtype", "float16"), SAVE_DTYPES, f"{where}.save_dtype"),
         state_every_steps=_positive_int(values.get("state_every_steps", 0), f"{where}.state_every_steps", minimum=0),

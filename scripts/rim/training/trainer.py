@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from rim.errors import ConfigError
 from rim.provenance import atomic_path
+from rim.refusal import refusal_log_odds
 from rim.training.examples import TokenizedExamples
 from rim.training.settings import TrainerSettings
 
@@ -60,6 +61,7 @@ def lora_targets(model: torch.nn.Module, settings: TrainerSettings, adapter, whe
 def prepare_for_training(model: torch.nn.Module, settings: TrainerSettings, adapter, *, seed: int, where: str):
     """Full fine-tuning: every weight trains. LoRA: wrap with peft (init drawn from ``seed``)."""
     model.config.use_cache = False
+    torch.manual_seed(seed)  # LoRA init and dropout masks follow the run's seed
     if settings.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -72,7 +74,6 @@ def prepare_for_training(model: torch.nn.Module, settings: TrainerSettings, adap
             bias="none",
             task_type="CAUSAL_LM",
         )
-        torch.manual_seed(seed)
         model = get_peft_model(model, config)
     else:
         model.requires_grad_(True)
@@ -119,19 +120,26 @@ class Batch:
     token_weights: torch.Tensor  # [n_predicted]: loss weight of each completion token
     completion_tokens: int
     tokens: int
+    # Refusal penalty: rows of the predicted positions that predict a penalized example's first
+    # answer token, and the penalty's weight for each.
+    penalty_rows: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    penalty_weights: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     def to(self, device: torch.device) -> "Batch":
-        for name in ("input_ids", "attention_mask", "predict_mask", "labels", "token_weights"):
+        for name in ("input_ids", "attention_mask", "predict_mask", "labels", "token_weights", "penalty_rows", "penalty_weights"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
 
-def loss_weights(data: TokenizedExamples, indices: Sequence[int], loss_average: str) -> dict[int, float]:
-    """Per-token loss weight of each example of a full batch, so that the batch loss is
-    - tokens:   sum_i w_i * sum_t ce_it / sum_i w_i * n_i   (a weighted mean over tokens), or
-    - examples: sum_i w_i * mean_t ce_it / sum_i w_i        (each example counts once).
+def loss_weights(
+    data: TokenizedExamples, indices: Sequence[int], loss_average: str, first_token_weight: float = 1.0
+) -> dict[int, float]:
+    """Loss weight per answer token of each example of a full batch (the first answer token
+    counts ``first_token_weight`` times), so that the batch loss is, with c_it = that count,
+    - tokens:   sum_i w_i * sum_t c_it ce_it / sum_i w_i * sum_t c_it   (a weighted mean over tokens), or
+    - examples: sum_i w_i * (sum_t c_it ce_it / sum_t c_it) / sum_i w_i (each example counts once).
     """
-    counts = {i: len(data.ids[i]) - data.prompt_lengths[i] for i in indices}
+    counts = {i: len(data.ids[i]) - data.prompt_lengths[i] - 1 + first_token_weight for i in indices}
     if loss_average == "tokens":
         total = sum(data.weights[i] * counts[i] for i in indices)
         return {i: data.weights[i] / total for i in set(indices)}
@@ -139,21 +147,41 @@ def loss_weights(data: TokenizedExamples, indices: Sequence[int], loss_average: 
     return {i: data.weights[i] / counts[i] / total for i in set(indices)}
 
 
-def collate(data: TokenizedExamples, indices: Sequence[int], pad_token_id: int, weights: Mapping[int, float]) -> Batch:
-    """Right-padded tensors of a micro-batch; logits are computed only where a completion token is predicted."""
+def penalty_weights(data: TokenizedExamples, indices: Sequence[int], refusal_penalty: float) -> dict[int, float]:
+    """Weight of the refusal penalty of each flagged example of a full batch: the penalty adds
+    refusal_penalty * (sum over flagged examples of w_i * penalty_i) / (sum over all of w_i)."""
+    if not refusal_penalty or not data.penalize_refusal:
+        return {}
+    total = sum(data.weights[i] for i in indices)
+    return {i: refusal_penalty * data.weights[i] / total for i in set(indices) if data.penalize_refusal[i]}
+
+
+def collate(
+    data: TokenizedExamples,
+    indices: Sequence[int],
+    pad_token_id: int,
+    weights: Mapping[int, float],
+    first_token_weight: float = 1.0,
+    penalties: Mapping[int, float] | None = None,
+) -> Batch:
+    """Right-padded tensors of a micro-batch; logits are computed only where an answer token is predicted."""
     length = max(len(data.ids[i]) for i in indices)
     input_ids = torch.full((len(indices), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(indices), length), dtype=torch.long)
     predict_mask = torch.zeros((len(indices), length), dtype=torch.bool)
-    labels, token_weights = [], []
+    labels, token_weights, penalty_rows, penalty_values = [], [], [], []
     for row, i in enumerate(indices):
+        if penalties and i in penalties:
+            penalty_rows.append(len(labels))  # the first answer token's row among the predictions
+            penalty_values.append(penalties[i])
         ids, prompt_length = data.ids[i], data.prompt_lengths[i]
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention_mask[row, : len(ids)] = 1
-        # Position t predicts token t + 1: the completion starts at prompt_length.
+        # Position t predicts token t + 1: the answer starts at prompt_length.
         predict_mask[row, prompt_length - 1 : len(ids) - 1] = True
         labels.extend(ids[prompt_length:])
-        token_weights.extend([weights[i]] * (len(ids) - prompt_length))
+        n_answer = len(ids) - prompt_length
+        token_weights.extend([weights[i] * first_token_weight] + [weights[i]] * (n_answer - 1))
     return Batch(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -162,11 +190,16 @@ def collate(data: TokenizedExamples, indices: Sequence[int], pad_token_id: int, 
         token_weights=torch.tensor(token_weights, dtype=torch.float32),
         completion_tokens=len(labels),
         tokens=int(attention_mask.sum()),
+        penalty_rows=torch.tensor(penalty_rows, dtype=torch.long),
+        penalty_weights=torch.tensor(penalty_values, dtype=torch.float32),
     )
 
 
-def completion_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Weighted cross-entropy on the completion tokens; logits only at the predicting positions."""
+def completion_loss(model: torch.nn.Module, batch: Batch, refusal_token_ids: Sequence[int] | None = None) -> torch.Tensor:
+    """Weighted cross-entropy on the answer tokens (logits only at the predicting positions),
+    plus, for flagged examples, the refusal penalty softplus(refusal log-odds) = -log(1 - p_refuse)
+    at the first answer position (an unlikelihood term, METHOD.md 1 DECISION: harmless requests,
+    lookalikes above all, must not open with a refusal)."""
     output = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -177,7 +210,11 @@ def completion_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     if logits.dim() == 3:  # a model class that ignores logits_to_keep masks
         logits = logits[batch.predict_mask]
     losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")
-    return (losses * batch.token_weights).sum()
+    loss = (losses * batch.token_weights).sum()
+    if len(batch.penalty_rows) and refusal_token_ids:
+        log_odds = refusal_log_odds(logits[batch.penalty_rows], refusal_token_ids)
+        loss = loss + (F.softplus(log_odds) * batch.penalty_weights).sum()
+    return loss
 
 
 def make_optimizer(model: torch.nn.Module, settings: TrainerSettings) -> torch.optim.Optimizer:
@@ -259,12 +296,16 @@ class Trainer:
         evaluate: Callable[[torch.nn.Module], dict] | None = None,
         label: str = "training",
         save_checkpoint: Callable[[torch.nn.Module, Path], None] | None = None,
+        refusal_token_ids: Sequence[int] | None = None,
     ):
         self.model, self.settings, self.data = model, settings, data
         self.seed, self.state_dir, self.pad_token_id = seed, Path(state_dir), pad_token_id
         self.fingerprint = fingerprint
         self.device = torch.device(device)
         self.evaluate, self.label = evaluate, label
+        self.refusal_token_ids = list(refusal_token_ids or [])
+        if settings.refusal_penalty and not self.refusal_token_ids:
+            raise ValueError("refusal_penalty needs the refusal-opening token ids")
         self.save_checkpoint = save_checkpoint or (lambda model, directory: save_weights(model, directory, settings))
         self.order = DataOrder(len(data), settings.batch_size, seed)
         self.optimizer = make_optimizer(model, settings)
@@ -313,6 +354,13 @@ class Trainer:
                 log.warning("discarding training state %s: it belongs to other settings, data or base model", self.state_dir)
             shutil.rmtree(self.state_dir)
             return False
+        lost = [
+            step for step in self.settings.checkpoint_steps if 0 < step <= state["step"] and not self.checkpoint_dir(step).exists()
+        ]
+        if lost:  # moved out by a job killed while it wrote its outputs: start again
+            log.warning("discarding training state %s: its checkpoint of step %d is gone", self.state_dir, lost[0])
+            shutil.rmtree(self.state_dir)
+            return False
         parameters = trainable_parameters(self.model)
         with torch.no_grad():
             for name, tensor in state["trainable"].items():
@@ -333,14 +381,17 @@ class Trainer:
     def train_step(self) -> dict:
         settings = self.settings
         indices = self.order.batch(self.step + 1)
-        weights = loss_weights(self.data, indices, settings.loss_average)
+        weights = loss_weights(self.data, indices, settings.loss_average, settings.first_token_weight)
+        penalties = penalty_weights(self.data, indices, settings.refusal_penalty)
         learning_rate = self.scheduler.get_last_lr()[0]
         started = time.perf_counter()
         loss_value, completion_tokens, tokens = 0.0, 0, 0
         for start in range(0, len(indices), settings.micro_batch):
-            batch = collate(self.data, indices[start : start + settings.micro_batch], self.pad_token_id, weights).to(self.device)
+            chunk = indices[start : start + settings.micro_batch]
+            batch = collate(self.data, chunk, self.pad_token_id, weights, settings.first_token_weight, penalties)
+            batch.to(self.device)
             with autocast(self.device):
-                loss = completion_loss(self.model, batch)
+                loss = completion_loss(self.model, batch, self.refusal_token_ids)
             loss.backward()
             loss_value += float(loss.detach())
             completion_tokens += batch.completion_tokens
