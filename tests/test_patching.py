@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -159,3 +160,46 @@ def test_on_the_embedded_model_exact_equals_naive_and_attribution_ranks_heads_al
     np.testing.assert_allclose(exact[:1], naive, atol=1e-4, rtol=0)
     attribution = patching.attribution_scan(lm, targets, sources, refusal)
     assert spearmanr(exact.mean(0).ravel(), attribution.mean(0).ravel())[0] > 0.8
+
+
+def test_patch_step_on_a_checkpoint_patches_the_base_model_in(tmp_path):
+    import patch_heads
+    from rim import cli
+    from rim.provenance import read_provenance
+
+    root = tmp_path / "models"
+    for name, seed in (("checkpoint", 0), ("base", 5)):  # same shapes and tokenizer, other weights
+        make_tiny_model("llama", root / name, layers=2, seed=seed)
+        prepare_model(name, {"source": str(root / name)}, root / f"{name}.json")
+    table = tmp_path / "harmful.parquet"
+    pd.DataFrame({"prompt_id": ["h0", "h1", "h2"], "prompt": TARGETS, "category": ["a", "b", "c"], "split": "eval",
+                  "dataset": "harmful"}).to_parquet(table)
+    params = {
+        "patching": {
+            "pairs": {
+                "off_into_on": {"source": {"mode": "no_think", "checkpoint": "scanned"}, "target": {"mode": "think", "checkpoint": "scanned"}, "positions": "last"},
+                "base_into_checkpoint": {"source": {"mode": "no_think", "checkpoint": "base"}, "target": {"mode": "no_think", "checkpoint": "scanned"}, "positions": "all"},
+            },
+            "methods": ["exact", "attribution", "naive"], "head_batch": 3, "batch_size": 2, "n_boot": 100, "seed": 0,
+        },
+        "prompt_set": {"name": "harmful", "dataset": "harmful", "kind": "harmful", "split": "eval", "limit": None},
+        "modes": {"no_think": {"thinking": False}, "think": {"thinking": True}},
+        "device": "cpu",
+    }
+    step = cli.Step(input={"reference": str(root / "checkpoint.json"), "base": str(root / "base.json"), "table": str(table)},
+                    output={"table": str(tmp_path / "patching.parquet")}, params=params,
+                    wildcards={"model": "tiny", "ckpt": "gsm8k_style/seed0/step4"})
+    patch_heads.run(step)
+    frame = pd.read_parquet(tmp_path / "patching.parquet")
+    assert len(frame) == 2 * 3 * 2 * 4  # pairs x methods x layers x heads
+    sides = frame.groupby("pair")[["source_checkpoint", "target_checkpoint", "positions"]].first()
+    assert sides.loc["base_into_checkpoint"].tolist() == ["base", "gsm8k_style/seed0/step4", "all"]
+    assert sides.loc["off_into_on"].tolist() == ["gsm8k_style/seed0/step4"] * 2 + ["last"]
+    wide = frame.pivot_table(index=["pair", "layer", "head"], columns="method", values="effect")
+    np.testing.assert_allclose(wide["exact"], wide["naive"], atol=1e-5)
+    assert (wide["exact"].abs() > 1e-4).any()
+    assert read_provenance(tmp_path / "patching.parquet")["checkpoint"] == "gsm8k_style/seed0/step4"
+    # Without the base model's reference the pair that needs it stops with a clear error.
+    del step.input["base"]
+    with pytest.raises(Exception, match="base_into_checkpoint.*--base"):
+        patch_heads.run(step)
