@@ -19,6 +19,7 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/neurons.smk"
 include: "workflow/rules/heads.smk"
+include: "workflow/rules/figures.smk"
 
 
 localrules:
@@ -28,6 +29,19 @@ localrules:
     safety_neurons,
     ras,
     ras_table,
+    vega_bundle,
+    figure_thinking,
+    figure_patterns,
+    figure_training_dynamics,
+    figure_training_sets,
+    figure_neuron_zeroing,
+    figure_ras,
+    figure_refusal_heads,
+    figure_head_ablation,
+    figure_head_patching,
+    figure_probes,
+    readme_figure,
+    readme_figures,
 
 
 rule all:
@@ -41,3 +55,4 @@ rule all:
         all_ras_targets(),
         all_zeroing_targets(),
         all_heads_targets(),
+        all_figure_targets(),

@@ -508,3 +508,155 @@ def training_run_settings(wildcards):
     """Params of finetune: the block of training run {run}, less the job-selecting keys."""
     block = training_runs()[wildcards.run]
     return {k: v for k, v in block.items() if k not in RUN_KEYS_NOT_IN_PARAMS}
+
+
+# ----- figures and report --------------------------------------------------------------------------
+# One job per figure (METHOD.md 7), reading only the stages' tidy tables; each gets its own block
+# of `figures` (rim.figures.figure_settings), so editing one figure's block redraws that figure only.
+# A figure whose tables the config does not produce (no pattern modes, no probes...) is left out.
+from rim import figures as figure_module  # noqa: E402
+
+VEGA_BUNDLE = "results/figures/vega-embed.js"
+# The default run's figures that the README shows (docs/figures/, rule readme_figures).
+README_FIGURES = [
+    "thinking",
+    "training_dynamics",
+    "training_sets",
+    "ras",
+    "neuron_zeroing",
+    "refusal_heads",
+]
+
+
+def figure_block(name):
+    return config["figures"][name]
+
+
+def figure_params(name):
+    """Params function: the figure's settings."""
+
+    def settings(wildcards):
+        return figure_module.figure_settings(config, name)
+
+    return settings
+
+
+def figure_static(name):
+    return f"results/figures/{name}.{config['figures']['format']}"
+
+
+def figure_runs(name):
+    """Training runs a figure covers: its `runs` setting, else every run."""
+    chosen = figure_block(name).get("runs")
+    return [run for run in training_runs() if chosen is None or run in chosen]
+
+
+def figure_checkpoints(model, block, name):
+    """The checkpoints of a heads/patching/probes block that figure `name` shows."""
+    return figure_module.choose_checkpoints(
+        block_checkpoints(model, block), figure_block(name)["checkpoints"]
+    )
+
+
+def evaluated_modes():
+    """Every (prompt set, mode) pair some evaluation group runs."""
+    return {
+        (promptset, mode)
+        for group in evaluation_block().get("groups", {}).values()
+        for promptset in group["prompt_sets"]
+        for mode in group["modes"]
+    }
+
+
+def loss_tables(runs):
+    return [
+        f"results/finetune/{model}/{run}/seed{seed}/loss.parquet"
+        for model in config["models"]
+        for run in runs
+        for seed in training_runs()[run]["seeds"]
+    ]
+
+
+def last_checkpoints(model, runs):
+    """The last checkpoint id of every seed of the given runs."""
+    steps = [step for step in checkpoint_steps(model) if step]
+    if not steps:
+        return []
+    return [
+        f"{run}/seed{seed}/step{max(steps)}"
+        for run in runs
+        for seed in training_runs()[run]["seeds"]
+    ]
+
+
+def training_sets_tables(wildcards):
+    """Per-prompt tables of the base model and of every run's last checkpoints."""
+    block = figure_block("training_sets")
+    entries = [block["safety"]] + ([block["math"]] if block.get("math") else [])
+    return [
+        evaluation_table(model, ckpt, entry["prompt_set"], entry["mode"])
+        for model in config["models"]
+        for ckpt in ["base", *last_checkpoints(model, figure_runs("training_sets"))]
+        for entry in entries
+    ]
+
+
+def heads_figure_tables(block, name, filename):
+    def tables(wildcards):
+        return [
+            f"{heads_dir(model, ckpt)}/{filename}"
+            for model in config["models"]
+            for ckpt in figure_checkpoints(model, block, name)
+            if block != "probes" or heads_settings.probe_plan(config, ckpt)
+        ]
+
+    return tables
+
+
+def figure_available(name):
+    """Whether the config produces the tables figure `name` needs."""
+    block = figure_block(name)
+    if not block["enabled"]:
+        return False
+    modes = evaluated_modes()
+    if name == "thinking":
+        sets = {ps for ps, mode in modes if mode == block["on_mode"]}
+        return any((ps, block["off_mode"]) in modes for ps in sets)
+    if name == "patterns":
+        patterned = {
+            mode
+            for mode, entry in config["prompt_modes"].items()
+            if entry.get("pattern")
+        }
+        return any(ps == block["prompt_set"] and m in patterned for ps, m in modes)
+    if name == "training_dynamics":
+        return bool(figure_runs(name))
+    if name == "training_sets":
+        return any(
+            last_checkpoints(model, figure_runs(name)) for model in config["models"]
+        )
+    if name == "probes":
+        return bool(heads_figure_tables("probes", name, "probes.parquet")(None))
+    if name in ("refusal_heads", "head_patching"):
+        return True
+    if name == "head_ablation":
+        return bool(config["heads"]["ablation"]["enabled"])
+    if name == "neuron_zeroing":
+        return bool(all_zeroing_targets())
+    if name == "ras":
+        return bool(all_ras_targets())
+    raise WorkflowError(f"no figure '{name}'")
+
+
+def all_figure_targets():
+    """The interactive page, static image and plotted numbers of every available figure."""
+    return [
+        path
+        for name in figure_module.FIGURES
+        if figure_available(name)
+        for path in (
+            f"results/figures/{name}.html",
+            figure_static(name),
+            f"results/figures/{name}.csv",
+        )
+    ]

@@ -1,0 +1,475 @@
+"""Figures (rim.figures): each builds from small hand-made tables in the columns its stage writes,
+its spec holds the expected fields and encodings, and a missing column is a clear error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rim import figures
+from rim.errors import ConfigError
+from rim.evaluation.summary import contrasts as evaluation_contrasts
+from rim.evaluation.summary import summarize
+from rim.figures import FigureError
+from rim.ras import correlation_table
+
+RNG_SEED = 0
+CKPTS = ["base"] + [f"gsm8k_style/seed{s}/step{k}" for s in (0, 1) for k in (2, 4)]
+PATTERNS = ("confirmatory_reasoning", "heuristic_reliance")
+
+
+# ----- hand-made tables in the columns each stage writes ------------------------------------------------
+def _ckpt_fields(ckpt):
+    if ckpt == "base":
+        return {"checkpoint": "base", "run": None, "seed": None, "step": 0}
+    run, seed, step = ckpt.split("/")
+    return {"checkpoint": ckpt, "run": run, "seed": int(seed[4:]), "step": int(step[4:])}
+
+
+def _modes():
+    modes = [("no_think", False, None, None), ("think", True, None, None)]
+    for pattern in PATTERNS:
+        modes += [(f"{pattern}_{variant}", True, pattern, variant) for variant in ("control", "target")]
+    return modes
+
+
+def per_prompt_rows(ckpts=CKPTS, n=8, model="tiny", runs=("gsm8k_style",)):
+    """Per-prompt evaluation rows as scripts/evaluate.py writes them (phrases, refusal score, math)."""
+    rng = np.random.default_rng(RNG_SEED)
+    rows = []
+    for ckpt in ckpts:
+        fields = _ckpt_fields(ckpt)
+        if fields["run"] is not None and fields["run"] not in runs:
+            continue
+        drift = 0.08 * fields["step"]
+        for mode, thinking, pattern, variant in _modes():
+            extra = 0.25 * thinking + (0.15 if variant == "target" else 0.0)
+            for prompt_set, kind in (("harmful", "harmful"), ("harmless", "harmless"), ("multiarith", "math")):
+                if pattern is not None and prompt_set != "harmful":
+                    continue
+                for index in range(n):
+                    refused = rng.random() > 0.2 + drift + extra
+                    row = {"model": model, **fields, "dataset": prompt_set, "prompt_set": prompt_set, "kind": kind,
+                           "mode": mode, "thinking": thinking, "pattern": pattern, "variant": variant,
+                           "prompt_id": f"{prompt_set}-{index}", "refusal_score": float(rng.normal(1 - drift, 1)),
+                           "phrases_refused": bool(refused) if kind != "math" else None}
+                    if kind == "math":
+                        row["correct"] = bool(rng.random() < 0.2 + drift + 0.2 * thinking)
+                    rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame
+
+
+@pytest.fixture(scope="module")
+def evaluations():
+    return per_prompt_rows()
+
+
+@pytest.fixture(scope="module")
+def summary(evaluations):
+    return summarize(evaluations, n_boot=50)
+
+
+@pytest.fixture(scope="module")
+def contrasts(evaluations):
+    return evaluation_contrasts(evaluations, n_boot=50)
+
+
+def loss_table():
+    """loss.parquet of two seeds (rim.training.runs writes model, run, seed first)."""
+    rows = [{"model": "tiny", "run": "gsm8k_style", "seed": seed, "step": step, "loss": 2.0 / step + 0.1 * seed,
+             "learning_rate": 1e-4, "completion_tokens": 100, "tokens": 300, "seconds": 1.0}
+            for seed in (0, 1) for step in range(1, 5)]
+    return pd.DataFrame(rows)
+
+
+def probes_table():
+    """probes.parquet: rim.probes.probe_rows plus the columns scripts/probe_residuals.py adds."""
+    from rim.probes import probe_rows
+
+    rng = np.random.default_rng(RNG_SEED)
+    a = rng.normal(0.5, 1, size=(10, 3, 2, 4))
+    b = rng.normal(-0.5, 1, size=(10, 3, 2, 4))
+    rows = probe_rows(a, b, ("harmful", "harmless"), ["end_of_turn", "assistant_header"], k=2, n_boot=50)
+    frame = rows.assign(probe="harmful_vs_harmless", mode="no_think")
+    frame.insert(0, "checkpoint", "base")
+    frame.insert(0, "model", "tiny")
+    return frame
+
+
+def refusal_heads_table(ckpts=("base", "gsm8k_style/seed0/step4"), layers=3, heads=4):
+    """refusal_heads.parquet as scripts/detect_refusal_heads.py writes it."""
+    rng = np.random.default_rng(RNG_SEED)
+    rows = []
+    for ckpt in ckpts:
+        shares = rng.integers(0, 5, size=layers * heads) / 4
+        order = np.argsort(-shares, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(1, len(order) + 1)
+        for index in range(layers * heads):
+            share = float(shares[index])
+            rows.append({"layer": index // heads, "head": index % heads, "share": share, "ci_low": max(0.0, share - 0.25),
+                         "ci_high": min(1.0, share + 0.25), "n_moved": int(share * 4), "n_prompts": 4,
+                         "share_on_in_region": 0.5, "share_off_in_region": 0.5, "top_region_on": "reasoning_opener",
+                         "top_region_off": "assistant_header", "median_distance_on": 3.0, "median_distance_off": 2.0,
+                         "on_mode": "think", "off_mode": "no_think", "on_regions": "reasoning_opener",
+                         "off_regions": "assistant_header", "rank": int(rank[index]), "model": "tiny", "checkpoint": ckpt})
+    return pd.DataFrame(rows)
+
+
+def patching_table(ckpts=("base", "gsm8k_style/seed0/step4"), layers=3, heads=4):
+    """head_patching.parquet as scripts/patch_heads.py writes it."""
+    rng = np.random.default_rng(RNG_SEED)
+    rows = []
+    for ckpt in ckpts:
+        pairs = [("off_into_on", "no_think", "think", ckpt, ckpt)]
+        if ckpt != "base":
+            pairs.append(("base_into_checkpoint", "no_think", "no_think", "base", ckpt))
+        for pair, source_mode, target_mode, source, target in pairs:
+            for method in ("exact", "attribution"):
+                for layer in range(layers):
+                    for head in range(heads):
+                        effect = float(rng.normal(0, 0.3))
+                        rows.append({"model": "tiny", "checkpoint": ckpt, "pair": pair, "method": method,
+                                     "source_mode": source_mode, "target_mode": target_mode, "source_checkpoint": source,
+                                     "target_checkpoint": target, "positions": "last", "layer": layer, "head": head,
+                                     "effect": effect, "ci_low": effect - 0.1, "ci_high": effect + 0.1, "n_prompts": 3,
+                                     "mean_source_score": 0.5, "mean_target_score": -0.2, "seconds": 0.1})
+    return pd.DataFrame(rows)
+
+
+def _effect_rows(conditions, metrics, **identity):
+    rng = np.random.default_rng(RNG_SEED)
+    return [{**identity, "condition": condition, "metric": metric, "judge": judge, "statistic": "change_from_none",
+             "value": value, "ci_low": value - 0.1, "ci_high": value + 0.1, "n": 8}
+            for condition in conditions for metric, judge in metrics for value in [float(rng.normal(0, 0.1))]]
+
+
+def head_ablation_table(evaluations):
+    """head_ablation_summary.parquet: rates (rim.evaluation.summarize) and rim.heads.ablation_effects rows."""
+    plain = evaluations[(evaluations["checkpoint"] == "base") & (evaluations["prompt_set"] == "harmful")
+                        & (evaluations["mode"] == "no_think")]
+    per_prompt = pd.concat([plain.assign(condition=c) for c in ("none", "refusal_heads", "random_0", "random_1")])
+    rates = summarize(per_prompt, by=["model", "checkpoint", "condition", "mode"], n_boot=50).assign(statistic="rate")
+    metrics = [("misalignment_rate", "phrases"), ("refusal_rate", "phrases"), ("mean_refusal_score", "refusal_score")]
+    effects = pd.DataFrame(_effect_rows(["refusal_heads", "random_0", "random_1", "random_heads"], metrics, mode="no_think",
+                                        kind="harmful"))
+    refusal_minus_random = effects[effects["condition"] == "refusal_heads"].assign(
+        condition="refusal_minus_random", statistic="refusal_minus_random")
+    effects = pd.concat([effects, refusal_minus_random]).assign(model="tiny", checkpoint="base")
+    return pd.concat([rates, effects], ignore_index=True)
+
+
+def zeroing_table(evaluations):
+    """zeroing_summary.parquet as scripts/zero_neurons.py writes it."""
+    plain = evaluations[(evaluations["checkpoint"] == "base") & (evaluations["mode"] == "no_think")
+                        & evaluations["prompt_set"].isin(["harmful", "multiarith"])]
+    per_prompt = pd.concat([plain.assign(condition=c) for c in ("none", "safety", "random_0", "random_1")])
+    rates = summarize(per_prompt, by=["model", "condition", "prompt_set", "kind", "mode"], n_boot=50).assign(statistic="rate")
+    harmful = _effect_rows(["safety", "random_0", "random_1"], [("misalignment_rate", "phrases"), ("refusal_rate", "phrases")],
+                           prompt_set="harmful", kind="harmful")
+    math = _effect_rows(["safety", "random_0", "random_1"], [("math_accuracy", "exact_match")], prompt_set="multiarith",
+                        kind="math")
+    changes = pd.DataFrame(harmful + math).assign(model="tiny", mode="no_think")
+    return pd.concat([rates, changes], ignore_index=True)
+
+
+def ras_and_correlations():
+    """results/ras.parquet (scripts/compute_ras.py: base repeated as step 0 of every seed) and its
+    correlations (rim.ras.correlation_table)."""
+    rows = []
+    for seed in (0, 1):
+        for step in (0, 2, 4):
+            ckpt = "base" if step == 0 else f"gsm8k_style/seed{seed}/step{step}"
+            misalignment = 0.2 + 0.05 * step + 0.01 * seed
+            groups = [("safety", None, 6), ("random", 0, 6), ("random", 1, 6), ("all", None, 256)]
+            for neuron_set, draw, size in groups:
+                for metric in ("ras_harmonic", "ras_arithmetic", "ras_geometric", "delta_safe", "delta_math"):
+                    value = 0.01 * step * (2 if neuron_set == "safety" else 1) + 0.001 * (draw or 0) + 0.002 * seed
+                    rows.append({"neuron_set": neuron_set, "draw": draw, "set_size": size, "metric": metric, "value": value,
+                                 "checkpoint": ckpt, "seed": seed, "step": step, "misalignment_rate": misalignment})
+            rows.append({"neuron_set": "none", "draw": None, "set_size": 0, "metric": "kl", "value": 0.003 * step ** 2,
+                         "checkpoint": ckpt, "seed": seed, "step": step, "misalignment_rate": misalignment})
+    table = pd.DataFrame(rows).assign(model="tiny", run="gsm8k_style")
+    table["misalignment_rate_ci_low"] = table["misalignment_rate"] - 0.05
+    table["misalignment_rate_ci_high"] = table["misalignment_rate"] + 0.05
+    table["math_accuracy"] = 0.3
+    table["seed"] = table["seed"].astype("Int64")
+    table["draw"] = table["draw"].astype("Int64")
+    return table, correlation_table(table, n_boot=50)
+
+
+@pytest.fixture(scope="module")
+def ras_tables():
+    return ras_and_correlations()
+
+
+def all_tables(evaluations, summary, contrasts, ras_tables):
+    """The input tables of every figure, by figure."""
+    return {
+        "thinking": {"summary": summary},
+        "patterns": {"summary": summary, "contrasts": contrasts},
+        "training_dynamics": {"summary": summary, "loss": loss_table()},
+        "training_sets": {"evaluations": evaluations},
+        "probes": {"probes": probes_table()},
+        "refusal_heads": {"refusal_heads": refusal_heads_table()},
+        "head_patching": {"patching": patching_table()},
+        "head_ablation": {"ablation": head_ablation_table(evaluations)},
+        "neuron_zeroing": {"zeroing": zeroing_table(evaluations)},
+        "ras": {"ras": ras_tables[0], "correlations": ras_tables[1]},
+    }
+
+
+@pytest.fixture(scope="module")
+def tables(evaluations, summary, contrasts, ras_tables):
+    return all_tables(evaluations, summary, contrasts, ras_tables)
+
+
+# ----- spec helpers ----------------------------------------------------------------------------------------
+def encodings(spec) -> list[dict]:
+    """Every encoding block anywhere in a (layered, faceted, concatenated) spec."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("encoding"), dict):
+                found.append(node["encoding"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    return found
+
+
+def fields(spec, channel: str) -> set[str]:
+    return {enc[channel]["field"] for enc in encodings(spec) if isinstance(enc.get(channel), dict) and "field" in enc[channel]}
+
+
+def titles(spec) -> str:
+    return json.dumps(spec)
+
+
+def plotted(spec) -> list[dict]:
+    """Rows of the inline datasets of a spec."""
+    return [row for rows in spec.get("datasets", {}).values() for row in rows]
+
+
+# ----- each figure from hand-made tables ------------------------------------------------------------------
+def test_every_figure_of_method_7_is_registered():
+    assert set(figures.FIGURES) == {"thinking", "patterns", "training_dynamics", "training_sets", "probes", "refusal_heads",
+                                    "head_patching", "head_ablation", "neuron_zeroing", "ras"}
+
+
+def test_thinking_compares_modes_per_checkpoint_with_intervals(tables):
+    frame, chart = figures.build("thinking", tables["thinking"], {"checkpoints": "base_and_last"})
+    spec = chart.to_dict()
+    assert fields(spec, "x") == {"checkpoint_label"} and fields(spec, "xOffset") == {"thinking"}
+    assert {"value", "ci_low"} <= fields(spec, "y") and fields(spec, "y2") == {"ci_high"}
+    panels = [panel["title"]["text"] for panel in spec["hconcat"]]
+    assert panels == ["Misalignment rate on harmful", "Math accuracy on multiarith"]
+    # base and the last step of each seed; both modes; misalignment on harmful, accuracy on math.
+    assert set(frame["checkpoint"]) == {"base", "gsm8k_style/seed0/step4", "gsm8k_style/seed1/step4"}
+    assert set(frame["thinking"]) == {"thinking ON", "thinking OFF"}
+    assert set(zip(frame["metric"], frame["prompt_set"])) == {("misalignment_rate", "harmful"), ("math_accuracy", "multiarith")}
+    assert (frame["ci_low"] <= frame["value"]).all() and (frame["value"] <= frame["ci_high"]).all()
+    assert "Thinking ON vs OFF" in titles(spec) and '"format": "%"' in titles(spec)
+
+
+def test_thinking_values_are_the_summary_rates(tables, evaluations):
+    frame, _ = figures.build("thinking", tables["thinking"], {"checkpoints": ["base"]})
+    row = frame[(frame["metric"] == "misalignment_rate") & (frame["mode"] == "think")].iloc[0]
+    harmful = evaluations[(evaluations["checkpoint"] == "base") & (evaluations["prompt_set"] == "harmful")
+                          & (evaluations["mode"] == "think")]
+    assert row["value"] == pytest.approx(1 - harmful["phrases_refused"].astype(float).mean())
+
+
+def test_patterns_show_rates_per_variant_and_the_paired_difference(tables):
+    frame, chart = figures.build("patterns", tables["patterns"], {})
+    spec = chart.to_dict()
+    assert "vconcat" in spec
+    assert {"pattern"} <= fields(spec, "x") and "variant" in fields(spec, "xOffset") and "variant" in fields(spec, "color")
+    assert set(frame["statistic"]) == {"rate", "difference", "reference"}
+    assert set(frame["pattern"].dropna()) == {"confirmatory reasoning", "heuristic reliance"}
+    difference = frame[(frame["statistic"] == "difference") & (frame["checkpoint"] == "base")]
+    assert set(difference["mode"]) == {"confirmatory_reasoning_target - confirmatory_reasoning_control",
+                                       "heuristic_reliance_target - heuristic_reliance_control"}
+
+
+def test_training_dynamics_puts_the_base_model_at_step_0_of_every_seed(tables):
+    frame, chart = figures.build("training_dynamics", tables["training_dynamics"], {"math": {"prompt_set": "multiarith", "mode": "no_think"}})
+    spec = chart.to_dict()
+    assert len(spec["vconcat"]) == 3
+    assert fields(spec, "x") == {"step"} and "seed_label" in fields(spec, "color")
+    mis = frame[frame["panel"] == "Misalignment rate"]
+    assert sorted(mis.groupby("seed")["step"].apply(list).iloc[0]) == [0, 2, 4]
+    assert set(mis["seed"]) == {0, 1}
+    loss = frame[frame["panel"] == "Training loss"]
+    assert len(loss) == 8
+    # Mean over a window of 5 steps: step 2 of seed 0 is the mean of steps 1 and 2.
+    step2 = loss[(loss["seed"] == 0) & (loss["step"] == 2)]["value"].iloc[0]
+    assert step2 == pytest.approx((2.0 + 1.0) / 2)
+
+
+def test_training_sets_change_is_paired_over_prompts(tables, evaluations):
+    frame, chart = figures.build("training_sets", tables["training_sets"], {"n_boot": 50})
+    spec = chart.to_dict()
+    assert "run" in fields(spec, "x") and "value" in fields(spec, "y")
+    seeds = frame[(frame["statistic"] == "seed") & (frame["metric"] == "misalignment_rate")].set_index("seed")
+    part = evaluations[(evaluations["prompt_set"] == "harmful") & (evaluations["mode"] == "no_think")]
+    misaligned = 1 - part["phrases_refused"].astype(float)
+    base = misaligned[part["checkpoint"] == "base"].mean()
+    last = misaligned[part["checkpoint"] == "gsm8k_style/seed1/step4"].mean()
+    assert seeds.loc[1, "value"] == pytest.approx(last - base)
+    mean = frame[(frame["statistic"] == "mean over seeds") & (frame["metric"] == "misalignment_rate")]["value"].iloc[0]
+    assert mean == pytest.approx(seeds["value"].mean())
+
+
+def test_probes_plot_score_per_layer_and_position(tables):
+    frame, chart = figures.build("probes", tables["probes"], {})
+    spec = chart.to_dict()
+    assert fields(spec, "x") == {"layer"} and "group" in fields(spec, "color")
+    assert spec["facet"]["column"]["field"] == "position_label" and spec["facet"]["row"]["field"] == "row"
+    assert set(frame["position_label"]) == {"end of user turn", "assistant header"}
+    assert set(frame["group"]) == {"harmful", "harmless"}
+
+
+def test_refusal_heads_bubble_map_sizes_by_share_and_labels_the_top_heads(tables):
+    frame, chart = figures.build("refusal_heads", tables["refusal_heads"], {"label_top": 2})
+    spec = chart.to_dict()
+    assert fields(spec, "x") == {"head"} and fields(spec, "y") == {"layer"}
+    assert fields(spec, "size") == {"share"} and fields(spec, "text") == {"head_label"}
+    assert frame.groupby("checkpoint")["top"].sum().le(2).all()
+    assert "lies on the reasoning opener with thinking ON and on the assistant header with thinking OFF" in titles(spec)
+
+
+def test_head_patching_puts_exact_and_attribution_side_by_side(tables):
+    frame, chart = figures.build("head_patching", tables["head_patching"], {})
+    spec = chart.to_dict()
+    assert fields(spec, "color") == {"effect"} and '"type": "rect"' in titles(spec)
+    assert spec["facet"]["column"]["field"] == "column"
+    columns = spec["facet"]["column"]["sort"]
+    assert columns[:3] == ["exact, base model", "attribution, base model", "exact, gsm8k_style, seed 0 step 4"]
+    assert set(frame["pair_label"]) == {"thinking OFF into thinking ON", "base model into checkpoint, thinking OFF"}
+    scale = encodings(spec)[0]["color"]["scale"]
+    assert scale["domainMid"] == 0 and scale["domain"][0] == -scale["domain"][1]
+
+
+def test_head_ablation_compares_refusal_heads_with_random_heads(tables):
+    frame, chart = figures.build("head_ablation", tables["head_ablation"], {})
+    spec = chart.to_dict()
+    assert "condition_label" in fields(spec, "xOffset")
+    assert set(frame["condition"]) == {"refusal_heads", "random_heads", "random_0", "random_1"}
+    assert set(frame["metric"]) == {"misalignment_rate", "mean_refusal_score"}
+
+
+def test_neuron_zeroing_compares_safety_with_random_neurons(tables):
+    frame, chart = figures.build("neuron_zeroing", tables["neuron_zeroing"], {})
+    spec = chart.to_dict()
+    assert fields(spec, "x") == {"condition_label"} and "group" in fields(spec, "color")
+    assert set(frame["condition_label"]) == {"safety neurons", "random neurons, draw 1", "random neurons, draw 2"}
+    assert set(frame["metric"]) == {"misalignment_rate", "math_accuracy"}
+    assert frame["rate_without_zeroing"].between(0, 1).all()
+
+
+def test_ras_panels_carry_r_p_and_ci_in_their_titles(tables, ras_tables):
+    frame, chart = figures.build("ras", tables["ras"], {})
+    spec = chart.to_dict()
+    panels = [panel for row in spec["vconcat"][0]["vconcat"] for panel in row["hconcat"]]
+    assert len(panels) == 4
+    texts = [panel["title"]["text"] for panel in panels]
+    assert [t[0].split(" (")[0] for t in texts] == ["safety neurons", "random neurons, draw 1", "all neurons", "KL baseline"]
+    pooled = ras_tables[1]
+    expected = pooled[(pooled["scope"] == "pooled") & (pooled["method"] == "pearson") & (pooled["neuron_set"] == "safety")
+                      & (pooled["metric"] == "ras_harmonic")].iloc[0]
+    assert texts[0][1].startswith(f"Pearson r = {expected['r']:.2f} [{expected['ci_low']:.2f}, {expected['ci_high']:.2f}], p = ")
+    assert "5 checkpoints" in texts[0][1]  # base once + 2 seeds x 2 steps
+    assert texts[1][2].startswith("mean r over 2 random draws")
+    assert {"value", "misalignment_rate"} <= fields(spec, "x") | fields(spec, "y")
+    # The base model is one point, not one per seed.
+    safety = frame[frame["neuron_set"] == "safety"]
+    assert (safety["checkpoint"] == "base").sum() == 1 and len(safety) == 5
+
+
+def test_public_functions_return_the_built_chart(tables):
+    chart = figures.refusal_heads(tables["refusal_heads"]["refusal_heads"], checkpoints="base")
+    assert chart.to_dict()["title"]["text"].startswith("Refusal heads")
+
+
+# ----- bad input -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(figures.FIGURES))
+def test_a_missing_column_names_the_figure_the_table_and_the_column(name, tables):
+    inputs = dict(tables[name])
+    table = figures.FIGURES[name].tables[0]
+    column = {"evaluations": "prompt_id", "loss": "loss"}.get(table, "model")
+    inputs[table] = inputs[table].drop(columns=[column])
+    with pytest.raises(FigureError, match=rf"figure '{name}': the .* table lacks the column '{column}'"):
+        figures.build(name, inputs, {})
+
+
+def test_unknown_setting_names_its_config_block(tables):
+    with pytest.raises(ConfigError, match=r"figures\.thinking"):
+        figures.build("thinking", tables["thinking"], {"colour": "red"})
+
+
+def test_no_matching_rows_is_a_clear_error(tables):
+    with pytest.raises(FigureError, match="figure 'thinking': no rows to plot"):
+        figures.build("thinking", tables["thinking"], {"on_mode": "nonexistent_mode"})
+
+
+def test_checkpoint_choice():
+    ckpts = ["gsm8k/seed1/step4", "base", "gsm8k/seed0/step2", "gsm8k/seed0/step4", "other/seed0/step8"]
+    assert figures.choose_checkpoints(ckpts, "base_and_last") == ["base", "gsm8k/seed0/step4", "gsm8k/seed1/step4",
+                                                                  "other/seed0/step8"]
+    assert figures.choose_checkpoints(ckpts, "all")[:3] == ["base", "gsm8k/seed0/step2", "gsm8k/seed0/step4"]
+    assert figures.choose_checkpoints(ckpts, ["other/seed0/step8", "missing"]) == ["other/seed0/step8"]
+    assert figures.checkpoint_label("gsm8k/seed0/step4") == "gsm8k seed 0 step 4"
+
+
+# ----- writing ---------------------------------------------------------------------------------------------
+def test_save_writes_an_offline_page_and_a_png(tables, tmp_path):
+    _, chart = figures.build("neuron_zeroing", tables["neuron_zeroing"], {})
+    bundle = "/* vega-embed stand-in */ function vegaEmbed() {}"
+    figures.save(chart, html=tmp_path / "f.html", static=tmp_path / "f.png", bundle=bundle)
+    page = (tmp_path / "f.html").read_text()
+    assert bundle in page and "cdn.jsdelivr" not in page and '"title"' in page
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure_script_runs_standalone_on_hand_made_tables(tables, tmp_path):
+    from workflow_helpers import REPO
+
+    summary_path = tmp_path / "summary.parquet"
+    tables["thinking"]["summary"].to_parquet(summary_path)
+    (tmp_path / "bundle.js").write_text("function vegaEmbed() {}")
+    command = [sys.executable, str(REPO / "scripts" / "make_figure.py"), "--figure", "thinking", "--table", f"summary={summary_path}",
+               "--bundle", str(tmp_path / "bundle.js"), "--output", str(tmp_path / "thinking.html"),
+               "--config", str(REPO / "config" / "config.yaml")]
+    done = subprocess.run(command, capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "scripts"), "PATH": ""},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "thinking.png").exists() and "function vegaEmbed" in (tmp_path / "thinking.html").read_text()
+    data = pd.read_csv(tmp_path / "thinking.csv")
+    assert {"checkpoint", "thinking", "value", "ci_low", "ci_high"} <= set(data.columns)
+
+
+def test_figure_step_names_the_file_that_lacks_a_column(tables, tmp_path):
+    import make_figure
+    from rim import cli
+
+    path = tmp_path / "summary.parquet"
+    tables["thinking"]["summary"].drop(columns=["ci_low"]).to_parquet(path)
+    step = cli.Step(input={"summary": str(path)}, output={"html": str(tmp_path / "t.html"), "static": str(tmp_path / "t.png"),
+                                                          "data": str(tmp_path / "t.csv")},
+                    params={"figure": "thinking", "settings": {}})
+    with pytest.raises(SystemExit, match=rf"in {path}: figure 'thinking': the summary table lacks the column 'ci_low'"):
+        cli.run_step(step, make_figure.run)
+    assert not (tmp_path / "t.html").exists()
