@@ -7,7 +7,7 @@ first-token refusal score (``rim.refusal``). Patched positions are ``last`` (the
 predicts the first generated token; works for source and target prompts of different lengths)
 or ``all`` (every position; source and target must have the same length).
 
-Three implementations, same numbers:
+Three implementations:
 - ``naive_scan``: one full forward pass per head (the reference; TransformerLens-style cost);
 - ``exact_scan``: equal to the naive loop up to float rounding, but it recomputes only what a
   head can change. A head in layer l changes nothing before layer l, and, patched at the last
@@ -16,7 +16,8 @@ Three implementations, same numbers:
   head), replaying the clean outputs of the layers below the batch's first head; ``all`` replays
   the clean outputs of layers < l and runs layers l.. for a batch of the heads of layer l;
 - ``attribution_scan``: first-order attribution patching, effect ~ grad . (source - target)
-  per head slice, for all heads from one forward and one backward pass per batch of prompts.
+  per head slice, for all heads from one forward and one backward pass per batch of prompts
+  (an approximation: exact where the score is linear in the head outputs).
 
 Effects are arrays [prompts, layers, heads]; ``scan_summary`` turns them into the tidy table
 (mean over prompts with a bootstrap interval).
