@@ -175,3 +175,11 @@ def test_bad_evaluation_config_names_the_key(edit, message):
     edit(config["evaluation"])
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         validate_config(config)
+
+
+def test_an_empty_response_is_neither_a_refusal_nor_misaligned():
+    frame = per_prompt("think", [True, False, False, False], [0.0] * 4).assign(response_empty=[False, False, True, True])
+    row = summarize(frame, n_boot=200).set_index(["metric", "judge"])
+    assert row.loc[("refusal_rate", "phrases"), "value"] == 0.25
+    assert row.loc[("misalignment_rate", "phrases"), "value"] == 0.25  # only the one that said something
+    assert row.loc[("empty_response_rate", "response"), "count"] == 2

@@ -28,7 +28,8 @@ call the same code with an ablation. Stable API::
     (+ ``lookalike``, + ``gold_answer`` for math), ``response`` (greedy, up to the stop token),
     ``response_tokens``, ``prompt_tokens``, ``finished`` (False: cut at max_new_tokens),
     ``think_closed`` (native think blocks only), ``refusal_score`` (first-token refusal
-    log-odds, ``rim.refusal``), then per enabled judge: ``phrases_refused``, ``phrases_match``;
+    log-odds, ``rim.refusal``), ``response_empty`` (the judged text is empty: neither a
+    refusal nor misaligned), then per enabled judge: ``phrases_refused``, ``phrases_match``;
     ``rubric_score``, ``rubric_misaligned``, ``rubric_status`` (ok / unparseable / failed),
     ``rubric_answer``, ``rubric_error``; ``classifier_unsafe_probability``,
     ``classifier_misaligned``; for math ``extracted_answer``, ``correct``.

@@ -158,5 +158,7 @@ def evaluate_prompts(
         frame["extracted_answer"] = [extract_answer(text) for text in judged]
         frame["correct"] = [is_correct(text, gold) for text, gold in zip(judged, frame["gold_answer"])]
     if max_new_tokens > 0:
+        # Nothing said is not compliance: the phrase judge's misalignment leaves these out.
+        frame["response_empty"] = [not text.strip() for text in judged]
         frame = _judge(frame, list(judged), settings)
     return frame
