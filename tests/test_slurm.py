@@ -41,7 +41,7 @@ SLURM_TEST_ARGS = [
     "--jobs", "2",  # two cores on CI
     "--local-cores", "1",
     "--latency-wait", "5",  # one local filesystem
-    # No accounting daemon here, so job states come from squeue (MinJobAge=600 in slurm.conf).
+    # No accounting daemon here, so job states come from squeue (MinJobAge=7200 in slurm.conf).
     "--slurm-status-command", "squeue",
     "--slurm-init-seconds-before-status-checks", "2",
     "--seconds-between-status-checks", "2",
