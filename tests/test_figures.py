@@ -473,3 +473,102 @@ def test_figure_step_names_the_file_that_lacks_a_column(tables, tmp_path):
     with pytest.raises(SystemExit, match=rf"in {path}: figure 'thinking': the summary table lacks the column 'ci_low'"):
         cli.run_step(step, make_figure.run)
     assert not (tmp_path / "t.html").exists()
+
+
+# ----- the figure rules through the real Snakefile ------------------------------------------------------
+WORKFLOW_FIGURES = ("thinking", "patterns", "refusal_heads")
+
+
+def _workflow_targets(names=WORKFLOW_FIGURES):
+    return [f"results/figures/{name}.{suffix}" for name in names for suffix in ("html", "png", "csv")]
+
+
+@pytest.fixture(scope="module")
+def figure_workdir(tiny_model_dirs, tmp_path_factory):
+    """A tiny-config workdir whose stage tables are hand-made, with three figures drawn from them
+    (--allowed-rules: the upstream rules are not run, their tables count as given)."""
+    from workflow_helpers import snakemake, tiny_config, write_config
+
+    workdir = tmp_path_factory.mktemp("figures-workflow")
+    config = tiny_config(tiny_model_dirs["llama"])
+    write_config(workdir, config)
+    seeds = config["training"]["runs"]["gsm8k_style"]["seeds"]
+    last = max(config["models"]["tiny"]["finetuning"]["checkpoint_steps"])
+    ckpts = ["base"] + [f"gsm8k_style/seed{seed}/step{step}" for seed in seeds for step in (2, last)]
+    evaluations = per_prompt_rows(ckpts=ckpts)
+    (workdir / "results/eval").mkdir(parents=True)
+    summarize(evaluations, n_boot=50).to_parquet(workdir / "results/eval/summary.parquet")
+    evaluation_contrasts(evaluations, n_boot=50).to_parquet(workdir / "results/eval/contrasts.parquet")
+    heads_ckpts = ["base"] + [f"gsm8k_style/seed{seed}/step{last}" for seed in seeds]
+    scores = refusal_heads_table(ckpts=heads_ckpts)
+    for ckpt in heads_ckpts:
+        path = workdir / "results/heads/tiny" / ckpt / "refusal_heads.parquet"
+        path.parent.mkdir(parents=True)
+        scores[scores["checkpoint"] == ckpt].to_parquet(path)
+    snakemake(workdir, *_allowed(), *_workflow_targets())
+    return workdir, config
+
+
+def _allowed(names=WORKFLOW_FIGURES):
+    return ["--allowed-rules", "vega_bundle", *(f"figure_{name}" for name in names), "--"]
+
+
+def _report(path="results/report.html", names=WORKFLOW_FIGURES):
+    return ["--report", path, *_allowed(names)]
+
+
+def test_figure_rules_draw_from_the_stage_tables(figure_workdir):
+    workdir, _ = figure_workdir
+    for name in WORKFLOW_FIGURES:
+        page = (workdir / f"results/figures/{name}.html").read_text()
+        assert "vegaEmbed(" in page and "cdn.jsdelivr" not in page
+        assert (workdir / f"results/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
+    heads = pd.read_csv(workdir / "results/figures/refusal_heads.csv")
+    assert sorted(heads["checkpoint"].unique()) == ["base", "gsm8k_style/seed0/step4", "gsm8k_style/seed1/step4",
+                                                     "gsm8k_style/seed2/step4"]
+
+
+def test_report_collects_every_figure_with_its_caption(figure_workdir):
+    from workflow_helpers import snakemake
+
+    workdir, _ = figure_workdir
+    snakemake(workdir, *_report(), *_workflow_targets())
+    report = (workdir / "results/report.html").read_text()
+    for name in WORKFLOW_FIGURES:
+        assert f"{name}.html" in report and f"{name}.csv" in report
+    assert "Inference-time misalignment" in report and "Attention heads and probes" in report
+    assert "Refusal heads" in report and "Thinking ON vs OFF" in report and "Reasoning patterns" in report
+
+
+def test_editing_one_figure_block_redraws_that_figure_only(figure_workdir):
+    from workflow_helpers import planned_jobs, snakemake, write_config
+
+    workdir, config = figure_workdir
+    assert planned_jobs(snakemake(workdir, "-n", *_allowed(), *_workflow_targets())) == {}
+    edited = json.loads(json.dumps(config))
+    edited.setdefault("figures", {}).setdefault("refusal_heads", {})["label_top"] = 3
+    try:
+        write_config(workdir, edited)
+        assert planned_jobs(snakemake(workdir, "-n", *_allowed(), *_workflow_targets())) == {"figure_refusal_heads": 1}
+        edited["figures"]["judge"] = "rubric"
+        write_config(workdir, edited)
+        # The judge is shared by the figures that show misalignment, not by the bubble map.
+        jobs = planned_jobs(snakemake(workdir, "-n", *_allowed(), *_workflow_targets()))
+        assert jobs == {"figure_thinking": 1, "figure_patterns": 1, "figure_refusal_heads": 1}
+    finally:
+        write_config(workdir, config)
+
+
+def test_default_target_draws_every_figure_the_config_produces_tables_for(tiny_model_dirs, tmp_path):
+    from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
+
+    config = tiny_config(tiny_model_dirs["llama"])
+    config["figures"] = {"ras": {"enabled": False}, "format": "svg"}
+    config["neurons"]["zeroing"]["enabled"] = False
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n")
+    jobs = planned_jobs(result)
+    # No residual states in the dumps (no probes), no zeroing test, the RAS figure switched off.
+    expected = {f"figure_{name}" for name in figures.FIGURES} - {"figure_probes", "figure_neuron_zeroing", "figure_ras"}
+    assert {rule for rule in jobs if rule.startswith("figure_")} == expected and jobs["vega_bundle"] == 1
+    assert "results/figures/thinking.svg" in result.stdout + result.stderr
