@@ -371,6 +371,13 @@ def test_head_ablation_compares_refusal_heads_with_random_heads(tables):
     assert set(frame["metric"]) == {"misalignment_rate", "mean_refusal_score"}
 
 
+def test_head_ablation_without_refusal_heads_says_so(tables):
+    # scripts/ablate_heads.py writes these empty tables when no head moved.
+    empty = pd.DataFrame(columns=["model", "checkpoint", "statistic", "condition", "mode", "metric", "value"])
+    frame, chart = figures.build("head_ablation", {"ablation": empty}, {})
+    assert frame.empty and "No head showed the refusal-head move" in titles(chart.to_dict())
+
+
 def test_neuron_zeroing_compares_safety_with_random_neurons(tables):
     frame, chart = figures.build("neuron_zeroing", tables["neuron_zeroing"], {})
     spec = chart.to_dict()
@@ -572,3 +579,25 @@ def test_default_target_draws_every_figure_the_config_produces_tables_for(tiny_m
     expected = {f"figure_{name}" for name in figures.FIGURES} - {"figure_probes", "figure_neuron_zeroing", "figure_ras"}
     assert {rule for rule in jobs if rule.startswith("figure_")} == expected and jobs["vega_bundle"] == 1
     assert "results/figures/thinking.svg" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_whole_tiny_pipeline_draws_every_figure_and_the_report(tiny_model_dirs, tmp_path):
+    """`snakemake` (target all) on a tiny model, probes included, then `snakemake --report`."""
+    from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
+
+    config = tiny_config(
+        tiny_model_dirs["llama"],
+        activations={"residual_inputs": ["harmful/no_think", "harmless/no_think"],
+                     "extra_inputs": [{"prompt_set": "harmless", "mode": "no_think", "checkpoints": "all"}]},
+        probes={"modes": ["no_think"]},
+    )
+    write_config(tmp_path, config)
+    snakemake(tmp_path, timeout=7200)
+    for name in figures.FIGURES:
+        assert (tmp_path / f"results/figures/{name}.png").exists(), name
+        assert len(pd.read_csv(tmp_path / f"results/figures/{name}.csv")) > 0, name
+    snakemake(tmp_path, "--report", "results/report.html")
+    report = (tmp_path / "results/report.html").read_text()
+    assert all(f"{name}.html" in report for name in figures.FIGURES)
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {}

@@ -824,6 +824,10 @@ def head_ablation_data(
     """Paired change from no intervention: refusal heads, the random heads' average and each draw
     (``is_draw``; plotted as ticks over the average)."""
     figure = "head_ablation"
+    if ablation.empty:
+        # The ablation step writes empty tables when no head ever shows the refusal-head move.
+        return pd.DataFrame(columns=["model", "checkpoint", "checkpoint_label", "condition", "metric", "mode", "value",
+                                     "ci_low", "ci_high", "panel", "is_draw", "draw_label", "condition_label"])
     require(ablation, (*EFFECT_COLUMNS, "checkpoint", "mode"), figure, "ablation")
     rows = ablation[(ablation["statistic"] == "change_from_none") & ablation["metric"].isin(metrics)]
     rows = rows[rows["judge"] == rows["metric"].map(lambda m: _judge_of(m, judge))]
@@ -848,6 +852,12 @@ def _head_condition(condition: str) -> str:
 
 
 def draw_head_ablation(frame: pd.DataFrame, *, width: int | None = None, height: int = 200):
+    if frame.empty:
+        note = alt.Chart(pd.DataFrame({"text": ["No head showed the refusal-head move on these checkpoints,",
+                                                "so no head was ablated (see refusal_heads)."], "line": [0, 1]}))
+        chart = note.mark_text(align="left", fontSize=13).encode(y=alt.Y("line:O", axis=None), text="text:N").properties(
+            width=420, height=60)
+        return finish(chart, "Zeroing the refusal heads vs the same number of random heads in the same layers")
     ckpt_order = [checkpoint_label(c) for c in checkpoint_order(frame["checkpoint"].unique())]
     width = width or max(160, 70 * len(ckpt_order))
     conditions = [_head_condition("refusal_heads"), _head_condition("random_heads")]
