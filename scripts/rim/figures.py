@@ -176,11 +176,6 @@ def _judge_of(metric: str, judge: str) -> str:
 
 
 # ----- shared chart pieces ---------------------------------------------------------------------------
-def rate_axis(metrics: Iterable[str]) -> dict:
-    """Percent axis for rates, plain numbers otherwise."""
-    return {"format": "%"} if set(metrics) <= RATE_METRICS else {}
-
-
 def finish(chart, title: str, subtitle: str | Sequence[str] | None = None):
     """Title and the look shared by every figure (config may only sit on the top-level chart)."""
     params = {"text": title, "anchor": "start", "fontSize": 15, "offset": 12}
