@@ -346,9 +346,17 @@ def test_refusal_heads_bubble_map_sizes_by_share_and_labels_the_top_heads(tables
     frame, chart = figures.build("refusal_heads", tables["refusal_heads"], {"label_top": 2})
     spec = chart.to_dict()
     assert fields(spec, "x") == {"head"} and fields(spec, "y") == {"layer"}
-    assert fields(spec, "size") == {"share"} and fields(spec, "text") == {"head_label"}
+    assert fields(spec, "size") == {"share"} and fields(spec, "text") == {"head_label", "note"}
     assert frame.groupby("checkpoint")["top"].sum().le(2).all()
+    assert "no head showed the move" not in titles(spec)  # every panel has a head that moved
     assert "lies on the reasoning opener with thinking ON and on the assistant header with thinking OFF" in titles(spec)
+
+
+def test_a_checkpoint_without_refusal_heads_says_so(tables):
+    still = tables["refusal_heads"]["refusal_heads"].assign(share=0.0, ci_low=0.0, ci_high=0.0, n_moved=0)
+    _, chart = figures.build("refusal_heads", {"refusal_heads": still}, {"checkpoints": "base"})
+    rows = plotted(chart.to_dict())
+    assert [row["note"] for row in rows if row.get("note")] == ["no head showed the move"]
 
 
 def test_head_patching_puts_exact_and_attribution_side_by_side(tables):

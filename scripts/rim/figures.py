@@ -272,18 +272,22 @@ def draw_thinking(frame: pd.DataFrame, *, width: int | None = None, height: int 
         base = alt.Chart().encode(
             x=alt.X("checkpoint_label:N", sort=ckpt_order, title=None, axis=alt.Axis(labelAngle=-35)),
             xOffset=alt.XOffset("thinking:N", sort=modes),
-            color=alt.Color("thinking:N", title="Prompt mode", sort=modes, scale=alt.Scale(domain=modes, range=THINKING_COLORS)),
+            color=alt.Color("thinking:N", title="Prompt mode", sort=modes, scale=alt.Scale(domain=modes, range=THINKING_COLORS),
+                            legend=alt.Legend(symbolType="square", symbolOpacity=1)),
         )
         is_rate = metric in RATE_METRICS
         y = alt.Y("value:Q", title=("Rate" if is_rate else "Mean") + " (95% CI)", axis=alt.Axis(format="%" if is_rate else ".2~f"),
                   scale=alt.Scale(domain=[0, 1]) if is_rate else alt.Undefined)
         bars = base.mark_bar().encode(y=y, tooltip=tooltip)
+        # A tick at every value, so that a rate of 0 is seen as 0, not as a missing bar.
+        ticks = base.mark_tick(thickness=2, size=14, opacity=1).encode(y="value:Q", tooltip=tooltip)
         intervals = base.mark_rule(strokeWidth=1.5).encode(y="ci_low:Q", y2="ci_high:Q", color=BLACK)
-        charts.append(alt.layer(bars, intervals, data=part).properties(width=width, height=height, title=panel_title(panel)))
+        charts.append(alt.layer(bars, ticks, intervals, data=part).properties(width=width, height=height,
+                                                                              title=panel_title(panel)))
     per_model = max(1, len(charts) // frame["model"].nunique())
-    return finish(grid(charts, per_model), "Thinking ON vs OFF: misalignment and math accuracy",
-                  ["Bars: share of prompts (harmful prompts: complied, i.e. misaligned; math problems: correct answer)",
-                   "Black lines: 95% bootstrap intervals over prompts"])
+    return finish(grid(charts, min(per_model, 2)), "Thinking ON vs OFF: misalignment and math accuracy",
+                  ["Bars: share of prompts (harmful prompts: complied, i.e. misaligned; math problems: correct answer);",
+                   "a tick marks each value (also 0). Black lines: 95% bootstrap intervals over prompts"])
 
 
 def _model_panel(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -302,7 +306,7 @@ def _metric_sort_key(series: pd.Series) -> pd.Series:
 
 
 def thinking(summary: pd.DataFrame, **settings):
-    """Think ON/OFF misalignment and math accuracy per model and checkpoint, with 95% CIs (paper Fig. 1)."""
+    """Think ON/OFF misalignment and math accuracy per model and checkpoint, with 95% CIs (METHOD.md 7)."""
     return build("thinking", {"summary": summary}, settings)[1]
 
 
@@ -359,12 +363,14 @@ def draw_patterns(frame: pd.DataFrame, *, width: int = 240, height: int = 200):
     x = alt.X("pattern:N", sort=patterns, title=None, axis=alt.Axis(labelAngle=-20))
     bar_base = alt.Chart().transform_filter(alt.datum.statistic == "rate").encode(
         x=x, xOffset=alt.XOffset("variant:N", sort=["control", "target"]),
-        color=alt.Color("variant:N", title="Self-statement", sort=["control", "target"], scale=alt.Scale(range=VARIANT_COLORS)),
+        color=alt.Color("variant:N", title="Self-statement", sort=["control", "target"], scale=alt.Scale(range=VARIANT_COLORS),
+                        legend=alt.Legend(symbolType="square", symbolOpacity=1)),
     )
     bars = bar_base.mark_bar().encode(y=alt.Y("value:Q", title="Misalignment rate (95% CI)", axis=alt.Axis(format="%")),
                                       tooltip=tooltip)
+    ticks = bar_base.mark_tick(thickness=2, size=14, opacity=1).encode(y="value:Q", tooltip=tooltip)
     intervals = bar_base.mark_rule(strokeWidth=1.5).encode(y="ci_low:Q", y2="ci_high:Q", color=BLACK)
-    layers = [bars, intervals]
+    layers = [bars, ticks, intervals]
     if (rates["statistic"] == "reference").any():
         layers.append(alt.Chart().transform_filter(alt.datum.statistic == "reference").mark_rule(
             strokeDash=[5, 3], color="#333333").encode(y="value:Q", tooltip=["variant:N", *_ci_tooltip(".1%")]))
@@ -395,7 +401,7 @@ def _ckpt_sort_key(series: pd.Series) -> pd.Series:
 
 
 def patterns(summary: pd.DataFrame, contrasts: pd.DataFrame, **settings):
-    """Pattern injection: misalignment with the control vs target self-statement (paper Fig. 2)."""
+    """Pattern injection: misalignment with the control vs target self-statement (METHOD.md 7)."""
     return build("patterns", {"summary": summary, "contrasts": contrasts}, settings)[1]
 
 
@@ -448,7 +454,7 @@ def training_dynamics_data(
     return frame.sort_values(["panel", "model", "run", "seed", "step"]).reset_index(drop=True)
 
 
-def draw_training_dynamics(frame: pd.DataFrame, *, width: int = 300, height: int = 150, loss_window: int = 5):
+def draw_training_dynamics(frame: pd.DataFrame, *, width: int = 220, height: int = 140, loss_window: int = 5):
     columns = list(dict.fromkeys(frame.sort_values(["model", "run"])["column"]))
     seeds = sorted(frame["seed_label"].unique(), key=lambda s: int(s.split()[1]))
     # One color definition for every layer, so that the legend survives the layering; drawn as lines.
@@ -466,10 +472,11 @@ def draw_training_dynamics(frame: pd.DataFrame, *, width: int = 300, height: int
         if panel == "Training loss":
             title = "Training loss" + (f"\n(mean of {loss_window} steps)" if loss_window > 1 else "")
             layers = [base.mark_line(strokeWidth=1.5).encode(
-                y=alt.Y("value:Q", title=title.split("\n")), color=color,
+                y=alt.Y("value:Q", title=title.split("\n"), scale=alt.Scale(zero=False), axis=alt.Axis(minExtent=40)),
+                color=color,
                 tooltip=["run:N", "seed_label:N", "step:Q", alt.Tooltip("value:Q", title="loss", format=".3f")])]
         else:
-            y = alt.Y("value:Q", title=[panel, "(95% CI)"], axis=alt.Axis(format="%"))
+            y = alt.Y("value:Q", title=[panel, "(95% CI)"], axis=alt.Axis(format="%", minExtent=40), scale=alt.Scale(domain=[0, 1]))
             layers = [
                 base.mark_area(opacity=0.15).encode(y="ci_low:Q", y2="ci_high:Q", color=no_legend),
                 base.mark_line(strokeWidth=2).encode(y=y, color=color),
@@ -566,9 +573,14 @@ def draw_training_sets(frame: pd.DataFrame, *, width: int | None = None, height:
     for panel, part in frame.groupby("panel", sort=False):
         metric = part["metric"].iloc[0]
         value_format = "+.1%" if metric in RATE_METRICS else "+.3f"
+        # At least +-5 points on the axis, so that "no change" does not fill the panel.
+        span = 0.05 if metric in RATE_METRICS else 0.1
+        low = min(-span, float(np.nanmin(part[["value", "ci_low"]].to_numpy(dtype=float))))
+        high = max(span, float(np.nanmax(part[["value", "ci_high"]].to_numpy(dtype=float))))
         bars = alt.Chart().transform_filter(alt.datum.statistic == "mean over seeds").mark_bar(
             color="#c6dbef", width=alt.RelativeBandSize(0.7)).encode(
-            x=x, y=alt.Y("value:Q", title="Change from the base model", axis=change_axis(metric)),
+            x=x, y=alt.Y("value:Q", title="Change from the base model", axis=change_axis(metric),
+                         scale=alt.Scale(domain=[low, high])),
             tooltip=["run:N", alt.Tooltip("value:Q", title="mean change", format=value_format), alt.Tooltip("seeds:Q", title="seeds"),
                      alt.Tooltip("base_value:Q", title="base model", format=".1%"), alt.Tooltip("step:Q", title="last step")])
         seed_base = alt.Chart().transform_filter(alt.datum.statistic == "seed").encode(
@@ -585,7 +597,7 @@ def draw_training_sets(frame: pd.DataFrame, *, width: int | None = None, height:
 
 
 def training_sets(evaluations: pd.DataFrame, **settings):
-    """Change in misalignment (and math accuracy) from the base model per fine-tuning set (paper Fig. 3)."""
+    """Change in misalignment (and math accuracy) from the base model per fine-tuning set (METHOD.md 7)."""
     return build("training_sets", {"evaluations": evaluations}, settings)[1]
 
 
@@ -631,7 +643,7 @@ def draw_probes(frame: pd.DataFrame, *, width: int = 200, height: int = 140, sta
     band = alt.Chart().mark_area(opacity=0.18).encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=color)
     line = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=18, filled=True)).encode(
         x=x, color=color,
-        y=alt.Y("value:Q", title=f"{title} (95% CI)", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("value:Q", title=[title, "(95% CI)"], axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
         tooltip=["row:N", "position_label:N", "layer:Q", "group:N", *_ci_tooltip(".2f")])
     chance = alt.Chart().mark_rule(color="#999999", strokeDash=[4, 3]).encode(y=alt.datum(0.5))
     chart = alt.layer(band, chance, line, data=frame).properties(width=width, height=height).facet(
@@ -640,11 +652,12 @@ def draw_probes(frame: pd.DataFrame, *, width: int = 200, height: int = 140, sta
     )
     return finish(chart, "Difference-of-means probes per layer and token position",
                   [f"{title} of each group's held-out items (k-fold), per layer of the residual stream;",
-                   "bands: 95% bootstrap intervals over items; dashed: 50%"])
+                   "bands: 95% bootstrap intervals over items; dashed: 50%. An empty panel: the position is absent in that mode, "
+                   "or a group has too few items."])
 
 
 def probes(probes: pd.DataFrame, **settings):
-    """Probe score per layer and position, thinking ON and OFF (paper Fig. 4)."""
+    """Probe score per layer and position, thinking ON and OFF (METHOD.md 7)."""
     return build("probes", {"probes": probes}, settings)[1]
 
 
@@ -694,7 +707,14 @@ def draw_refusal_heads(frame: pd.DataFrame, *, width: int | None = None, height:
     ).transform_filter(alt.datum.share > 0)
     labels = alt.Chart().transform_filter(alt.datum.top).mark_text(align="left", dx=9, fontSize=10, color="#222222").encode(
         x=x, y=y, text="head_label:N")
-    chart = alt.layer(bubbles, labels, data=frame).properties(width=width, height=height).facet(
+    # A panel where no head ever moved says so instead of staying blank.
+    still = frame.groupby("panel")["share"].max().fillna(0) <= 0
+    notes = pd.DataFrame({"panel": still[still].index, "head": (n_heads - 1) / 2, "layer": (n_layers - 1) / 2,
+                          "share": 0.0, "top": False, "note": "no head showed the move"})
+    frame = pd.concat([frame.assign(note=""), notes], ignore_index=True)
+    note = alt.Chart().transform_filter(alt.datum.note != "").mark_text(fontSize=12, color="#555555").encode(
+        x=x, y=y, text="note:N")
+    chart = alt.layer(bubbles, labels, note, data=frame).properties(width=width, height=height).facet(
         facet=alt.Facet("panel:N", title=None, sort=panels, header=alt.Header(labelFontWeight="bold")),
         columns=_panel_columns(len(panels), 4),
     )
@@ -711,7 +731,7 @@ def _first(frame: pd.DataFrame, column: str):
 
 
 def refusal_heads(refusal_heads: pd.DataFrame, **settings):
-    """Refusal-head bubble map, layer x head, per checkpoint (paper Fig. 5)."""
+    """Refusal-head bubble map, layer x head, per checkpoint (METHOD.md 7)."""
     return build("refusal_heads", {"refusal_heads": refusal_heads}, settings)[1]
 
 
@@ -786,8 +806,8 @@ def draw_head_patching(frame: pd.DataFrame, *, width: int | None = None, height:
         color=alt.Color("effect:Q", title=["Change in refusal", "score (log-odds)"],
                         scale=alt.Scale(scheme="redblue", domain=[-limit, limit], domainMid=0)),
         tooltip=[alt.Tooltip("head_label:N", title="head"), "method:N", "pair_label:N",
-                 alt.Tooltip("effect:Q", format="+.3f"), alt.Tooltip("ci_low:Q", title="95% CI low", format="+.3f"),
-                 alt.Tooltip("ci_high:Q", title="95% CI high", format="+.3f")],
+                 alt.Tooltip("effect:Q", format="+.3~g"), alt.Tooltip("ci_low:Q", title="95% CI low", format="+.3~g"),
+                 alt.Tooltip("ci_high:Q", title="95% CI high", format="+.3~g")],
     ).properties(width=width, height=height).facet(
         row=alt.Row("row:N", title=None, sort=rows,
                     header=alt.Header(labelFontWeight="bold", labelAngle=0, labelAlign="left", labelExpr="split(datum.label, ', ')")),
@@ -797,7 +817,8 @@ def draw_head_patching(frame: pd.DataFrame, *, width: int | None = None, height:
     return finish(chart, "Head patching: change in the refusal score when one head's output comes from the source run",
                   ["Each cell: change of the first-token refusal score when one head's output is patched from the source "
                    "into the target run (rows); blue raises refusal, red lowers it.",
-                   "exact: one patched forward pass per head; attribution: gradient x activation difference (a first-order estimate)"])
+                   "exact: one patched forward pass per head; attribution: gradient x activation difference (a first-order "
+                   "estimate). An empty panel: the pair does not run there (the base model into itself)."])
 
 
 def head_patching(patching: pd.DataFrame, **settings):
@@ -850,8 +871,8 @@ def draw_head_ablation(frame: pd.DataFrame, *, width: int | None = None, height:
     if frame.empty:
         note = alt.Chart(pd.DataFrame({"text": ["No head showed the refusal-head move on these checkpoints,",
                                                 "so no head was ablated (see refusal_heads)."], "line": [0, 1]}))
-        chart = note.mark_text(align="left", fontSize=13).encode(y=alt.Y("line:O", axis=None), text="text:N").properties(
-            width=420, height=60)
+        chart = note.mark_text(align="left", fontSize=13).encode(
+            x=alt.value(8), y=alt.Y("line:O", axis=None), text="text:N").properties(width=520, height=60)
         return finish(chart, "Zeroing the refusal heads vs the same number of random heads in the same layers")
     ckpt_order = [checkpoint_label(c) for c in checkpoint_order(frame["checkpoint"].unique())]
     width = width or max(160, 70 * len(ckpt_order))
@@ -1077,7 +1098,7 @@ def _tableau(n: int) -> list[str]:
 
 
 def ras(ras: pd.DataFrame, correlations: pd.DataFrame, **settings):
-    """RAS vs misalignment scatter per checkpoint, safety vs random vs all neurons vs KL (paper Fig. 7)."""
+    """RAS vs misalignment scatter per checkpoint, safety vs random vs all neurons vs KL (METHOD.md 7)."""
     return build("ras", {"ras": ras, "correlations": correlations}, settings)[1]
 
 
