@@ -223,6 +223,17 @@ def change_axis(metric: str) -> alt.Axis:
 BLACK = alt.value("black")
 
 
+def change_scale(part: pd.DataFrame, metric: str) -> alt.Scale:
+    """A change axis spanning at least +-5 points (+-0.1 for scores), so that "no change" does not
+    fill the panel, and always the values and their intervals."""
+    span = 0.05 if metric in RATE_METRICS else 0.1
+    values = part[[c for c in ("value", "ci_low", "ci_high") if c in part]].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    low = min(-span, float(finite.min())) if finite.size else -span
+    high = max(span, float(finite.max())) if finite.size else span
+    return alt.Scale(domain=[low, high])
+
+
 # ----- 1. thinking ON vs OFF --------------------------------------------------------------------------
 SUMMARY_COLUMNS = ("model", "checkpoint", "prompt_set", "kind", "mode", "metric", "judge", "value", "ci_low", "ci_high", "n")
 
@@ -573,14 +584,10 @@ def draw_training_sets(frame: pd.DataFrame, *, width: int | None = None, height:
     for panel, part in frame.groupby("panel", sort=False):
         metric = part["metric"].iloc[0]
         value_format = "+.1%" if metric in RATE_METRICS else "+.3f"
-        # At least +-5 points on the axis, so that "no change" does not fill the panel.
-        span = 0.05 if metric in RATE_METRICS else 0.1
-        low = min(-span, float(np.nanmin(part[["value", "ci_low"]].to_numpy(dtype=float))))
-        high = max(span, float(np.nanmax(part[["value", "ci_high"]].to_numpy(dtype=float))))
         bars = alt.Chart().transform_filter(alt.datum.statistic == "mean over seeds").mark_bar(
             color="#c6dbef", width=alt.RelativeBandSize(0.7)).encode(
             x=x, y=alt.Y("value:Q", title="Change from the base model", axis=change_axis(metric),
-                         scale=alt.Scale(domain=[low, high])),
+                         scale=change_scale(part, metric)),
             tooltip=["run:N", alt.Tooltip("value:Q", title="mean change", format=value_format), alt.Tooltip("seeds:Q", title="seeds"),
                      alt.Tooltip("base_value:Q", title="base model", format=".1%"), alt.Tooltip("step:Q", title="last step")])
         seed_base = alt.Chart().transform_filter(alt.datum.statistic == "seed").encode(
@@ -880,7 +887,8 @@ def draw_head_ablation(frame: pd.DataFrame, *, width: int | None = None, height:
     x = alt.X("checkpoint_label:N", sort=ckpt_order, title=None, axis=alt.Axis(labelAngle=-30))
     base = alt.Chart().encode(x=x, xOffset=alt.XOffset("condition_label:N", sort=conditions))
     color = alt.Color("condition_label:N", title="Heads zeroed", sort=conditions,
-                      scale=alt.Scale(domain=conditions, range=["#d62728", "#8c8c8c"]))
+                      scale=alt.Scale(domain=conditions, range=["#d62728", "#8c8c8c"]),
+                      legend=alt.Legend(symbolType="square", symbolOpacity=1))
     charts = []
     for panel, part in frame.groupby("panel", sort=False):
         metric = part["metric"].iloc[0]
@@ -888,12 +896,16 @@ def draw_head_ablation(frame: pd.DataFrame, *, width: int | None = None, height:
         tooltip = ["checkpoint_label:N", alt.Tooltip("draw_label:N", title="heads zeroed"), *_ci_tooltip(value_format),
                    alt.Tooltip("n:Q", title="prompts")]
         bars = base.transform_filter(~alt.datum.is_draw).mark_bar().encode(
-            y=alt.Y("value:Q", title="Change from no intervention (95% CI)", axis=change_axis(metric)), color=color, tooltip=tooltip)
+            y=alt.Y("value:Q", title="Change from no intervention (95% CI)", axis=change_axis(metric),
+                    scale=change_scale(part, metric)), color=color, tooltip=tooltip)
+        values = base.transform_filter(~alt.datum.is_draw).mark_tick(thickness=2, size=14, opacity=1).encode(
+            y="value:Q", color=color, tooltip=tooltip)
         ci = base.transform_filter(~alt.datum.is_draw).mark_rule(strokeWidth=1.5).encode(y="ci_low:Q", y2="ci_high:Q", color=BLACK)
         draws = base.transform_filter(alt.datum.is_draw).mark_tick(color="#333333", thickness=1.5, size=12).encode(
             y="value:Q", tooltip=tooltip)
         zero = alt.Chart().mark_rule(color="#666666").encode(y=alt.datum(0))
-        charts.append(alt.layer(bars, ci, draws, zero, data=part).properties(width=width, height=height, title=panel_title(panel)))
+        charts.append(alt.layer(bars, values, ci, draws, zero, data=part).properties(width=width, height=height,
+                                                                                    title=panel_title(panel)))
     return finish(grid(charts, 2), "Zeroing the refusal heads vs the same number of random heads in the same layers",
                   ["Paired change from no intervention over the same prompts. Black lines: 95% bootstrap intervals;",
                    "ticks: the individual random draws"])
@@ -940,7 +952,8 @@ def draw_neuron_zeroing(frame: pd.DataFrame, *, width: int | None = None, height
     width = width or max(160, 55 * len(conditions))
     x = alt.X("condition_label:N", sort=conditions, title=None, axis=alt.Axis(labelAngle=-30))
     groups = ["safety neurons", "random neurons"]
-    color = alt.Color("group:N", title="Neurons zeroed", sort=groups, scale=alt.Scale(domain=groups, range=["#d62728", "#8c8c8c"]))
+    color = alt.Color("group:N", title="Neurons zeroed", sort=groups, scale=alt.Scale(domain=groups, range=["#d62728", "#8c8c8c"]),
+                      legend=alt.Legend(symbolType="square", symbolOpacity=1))
     charts = []
     for panel, part in frame.groupby("panel", sort=False):
         metric = part["metric"].iloc[0]
@@ -948,10 +961,14 @@ def draw_neuron_zeroing(frame: pd.DataFrame, *, width: int | None = None, height
         tooltip = ["condition_label:N", *_ci_tooltip(value_format),
                    alt.Tooltip("rate_without_zeroing:Q", title="without zeroing", format=".3~f"), alt.Tooltip("n:Q", title="prompts")]
         bars = alt.Chart().mark_bar(width=alt.RelativeBandSize(0.7)).encode(
-            x=x, y=alt.Y("value:Q", title="Change from no zeroing (95% CI)", axis=change_axis(metric)), color=color, tooltip=tooltip)
+            x=x, y=alt.Y("value:Q", title="Change from no zeroing (95% CI)", axis=change_axis(metric),
+                         scale=change_scale(part, metric)), color=color, tooltip=tooltip)
+        # A tick at every value, so that "no change" shows as a mark on the zero line.
+        values = alt.Chart().mark_tick(thickness=2, size=24, opacity=1).encode(x=x, y="value:Q", color=color, tooltip=tooltip)
         ci = alt.Chart().mark_rule(strokeWidth=1.5, color="black").encode(x=x, y="ci_low:Q", y2="ci_high:Q")
         zero = alt.Chart().mark_rule(color="#666666").encode(y=alt.datum(0))
-        charts.append(alt.layer(bars, ci, zero, data=part).properties(width=width, height=height, title=panel_title(panel)))
+        charts.append(alt.layer(bars, zero, values, ci, data=part).properties(width=width, height=height,
+                                                                              title=panel_title(panel)))
     return finish(grid(charts, 2), "Zeroing the safety-critical neurons vs the same number of random neurons",
                   ["Base model; paired change from no intervention over the same prompts.",
                    "Black lines: 95% bootstrap intervals"])
