@@ -134,7 +134,6 @@ def test_missing_intent_for_a_category(tmp_path):
         prepare_dataset("mi", {"derive_from": "h"}, derived_from=tmp_path / "h.parquet")
 
 
-def test_unreachable_hub_dataset_says_so(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_unreachable_hub_dataset_says_so(hub_offline):
     with pytest.raises(DataError, match="could not load Hugging Face dataset 'nobody/nothing'"):
         prepare_dataset("x", {"source": "hf:nobody/nothing"})

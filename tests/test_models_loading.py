@@ -38,8 +38,7 @@ def test_directory_without_config_is_rejected(tmp_path):
         prepare_model("empty", {"source": str(tmp_path / "empty")}, tmp_path / "ref.json")
 
 
-def test_unreachable_hub_model_error_names_the_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_unreachable_hub_model_error_names_the_model(tmp_path, hub_offline):
     with pytest.raises(ModelSourceError, match=r"model 'nobody/no-such-model' could not be loaded from the Hugging Face hub"):
         prepare_model("x", {"source": "nobody/no-such-model"}, tmp_path / "ref.json")
 

@@ -197,7 +197,7 @@ import sys  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from workflow_helpers import REPO, planned_jobs, snakemake, tiny_config, write_config  # noqa: E402
+from workflow_helpers import REPO, clone_workdir, planned_jobs, snakemake, tiny_config, write_config  # noqa: E402
 
 RAS_TARGET = "results/ras.parquet"
 
@@ -212,11 +212,10 @@ def ras_config(model_dir, **changes):
 
 
 @pytest.fixture(scope="module")
-def ras_workdir(tiny_model_dirs, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("ras-workflow")
-    write_config(workdir, ras_config(tiny_model_dirs["llama"]))
-    snakemake(workdir, RAS_TARGET)
-    return workdir
+def ras_workdir(ras_pipeline, tmp_path_factory):
+    template, config = ras_pipeline
+    assert config == ras_config(config["models"]["tiny"]["source"])  # the shared build is ours
+    return clone_workdir(template, tmp_path_factory.mktemp("ras-workflow") / "workdir")
 
 
 def test_ras_table_from_scratch(ras_workdir):

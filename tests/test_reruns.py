@@ -2,7 +2,8 @@
 
 Each rule receives only its own config block through `params:`, so after an edit Snakemake's
 dry run plans exactly the jobs the edit affects and what is built from them (README, "Why does
-a job rerun?"). Built once per module; every test edits config/config.yaml and restores it.
+a job rerun?"). Each test works on a clone of the shared tiny build (conftest.ras_pipeline)
+and edits its config/config.yaml.
 """
 
 from __future__ import annotations
@@ -13,25 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
+from workflow_helpers import clone_workdir, planned_jobs, snakemake, write_config
 
 RAS = "results/ras.parquet"
 RAS_OUTPUTS = {"results/ras.parquet", "results/ras_correlations.parquet", "results/ras/tiny.parquet"}
 EVALUATION_AND_AFTER = {"evaluate", "summarize_evaluation", "dump_activations", "safety_neurons", "ras", "ras_table"}
 
 
-def rerun_config(model_dir) -> dict:
-    # One seed of the main run, checkpoints at steps 0 (the base model), 2 and 4.
-    return tiny_config(model_dir, training={"runs": {"gsm8k_style": {"seeds": [0]}}})
-
-
 @pytest.fixture(scope="module")
-def built(tiny_model_dirs, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("reruns")
-    config = rerun_config(tiny_model_dirs["llama"])
-    write_config(workdir, config)
-    snakemake(workdir, RAS)
-    return workdir, config
+def built(ras_pipeline, tmp_path_factory):
+    template, config = ras_pipeline
+    workdir = clone_workdir(template, tmp_path_factory.mktemp("reruns") / "workdir")
+    return workdir, copy.deepcopy(config)
 
 
 def dry_run(workdir: Path, config: dict) -> tuple[dict, set[str], str]:

@@ -116,3 +116,12 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+def clone_workdir(template: str | Path, target: str | Path) -> Path:
+    """Copy a built working directory (results, logs and Snakemake's records, mtimes kept), so a
+    test can edit and rerun it without rebuilding from scratch or disturbing other tests."""
+    import shutil
+
+    shutil.copytree(template, target, symlinks=True)
+    return Path(target)
