@@ -578,7 +578,8 @@ def _kl_batch(batch, spans, offset, logits, inputs, reference: KLReference | Non
     }
     for row, (example, (start, end)) in enumerate(zip(batch, spans)):
         # One row at a time: a batch's [rows, positions, vocab] log-probs would double the peak.
-        rows = torch.log_softmax(logits[row, start - offset : end - offset].float(), dim=-1)
+        # On the CPU from here on: the top-k go to numpy and the base's ids come from numpy.
+        rows = torch.log_softmax(logits[row, start - offset : end - offset].float(), dim=-1).cpu()
         token_ids = np.asarray(example.input_ids[start:end], dtype=np.int32)
         pid = inputs.prompt_ids[example.index]
         if reference is None:
