@@ -154,7 +154,10 @@ def test_qwen3_reasoning_goes_inside_the_think_block(tiny_model_dirs, math_table
     assert completion == "<think>\n1 + 3 = 4\n</think>\n\n#### 4<|im_end|>"
 
 
-def test_loss_covers_completion_tokens_only_with_example_weights(tiny_base, math_table):
+@pytest.mark.parametrize("boolean_masks", [True, False], ids=["mask-logits", "position-logits"])
+def test_loss_covers_completion_tokens_only_with_example_weights(tiny_base, math_table, monkeypatch, boolean_masks):
+    # position-logits: the path of transformers versions that take no boolean logits_to_keep mask
+    monkeypatch.setattr("rim.training.trainer._boolean_logits_masks", lambda: boolean_masks)
     loaded = load_model(tiny_base, device="cpu")
     examples = math_examples(pd.read_parquet(math_table))[:3]
     examples[1] = Example(examples[1].example_id, examples[1].user, examples[1].response, examples[1].reasoning, weight=3.0)

@@ -15,6 +15,7 @@ with other settings, data, seed or base model is discarded, never resumed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -195,20 +196,30 @@ def collate(
     )
 
 
+@functools.cache
+def _boolean_logits_masks() -> bool:
+    """Whether transformers' models take a boolean (batch, sequence) mask as logits_to_keep
+    (transformers >= 5.2x: ``slice_logits_to_keep``); older ones read any 2-D tensor as positions."""
+    import transformers.modeling_utils
+
+    return hasattr(transformers.modeling_utils, "slice_logits_to_keep")
+
+
 def completion_loss(model: torch.nn.Module, batch: Batch, refusal_token_ids: Sequence[int] | None = None) -> torch.Tensor:
     """Weighted cross-entropy on the answer tokens (logits only at the predicting positions),
     plus, for flagged examples, the refusal penalty softplus(refusal log-odds) = -log(1 - p_refuse)
     at the first answer position (an unlikelihood term, METHOD.md 1 DECISION: harmless requests,
     lookalikes above all, must not open with a refusal)."""
-    output = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        logits_to_keep=batch.predict_mask,
-        use_cache=False,
-    )
+    if _boolean_logits_masks():
+        keep, mask = batch.predict_mask, batch.predict_mask
+    else:
+        # Older transformers take only positions shared by the batch: the union of answer positions.
+        keep = batch.predict_mask.any(dim=0).nonzero().squeeze(-1)
+        mask = batch.predict_mask[:, keep]
+    output = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep, use_cache=False)
     logits = output.logits
-    if logits.dim() == 3:  # a model class that ignores logits_to_keep masks
-        logits = logits[batch.predict_mask]
+    if logits.dim() == 3:  # positions kept for every row, or a model class that ignores logits_to_keep
+        logits = logits[mask if logits.shape[1] == mask.shape[1] else batch.predict_mask]
     losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")
     loss = (losses * batch.token_weights).sum()
     if len(batch.penalty_rows) and refusal_token_ids:
