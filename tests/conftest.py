@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rim.testing import make_tiny_model
+
+
+def pytest_configure(config):
+    # Under pytest-xdist (pytest -n 2) the workers share the cores: one torch thread each, so
+    # that they do not oversubscribe the machine (the workflow tests' jobs set their own threads).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

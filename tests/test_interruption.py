@@ -51,7 +51,9 @@ def interrupt_when(process: subprocess.Popen, ready, sig: signal.Signals, timeou
     assert ready(), "the fine-tuning job did not reach a saved state in time"
     os.killpg(process.pid, sig)
     output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0
+    # Not asserted: Snakemake's exit status. Under load (pytest -n 2) it was once 0 although the
+    # fine-tuning job was killed mid-run; what matters is checked by the callers (no run.json, a
+    # saved state short of the end, no lock).
     return output
 
 

@@ -199,6 +199,10 @@ import pandas as pd  # noqa: E402
 
 from workflow_helpers import REPO, clone_workdir, planned_jobs, snakemake, tiny_config, write_config  # noqa: E402
 
+# Both modules clone the session fixture ras_pipeline: under pytest -n they share one worker
+# (--dist loadgroup), so that it is built once.
+pytestmark = pytest.mark.xdist_group("ras_pipeline")
+
 RAS_TARGET = "results/ras.parquet"
 
 

@@ -16,6 +16,10 @@ import pytest
 
 from workflow_helpers import clone_workdir, planned_jobs, snakemake, write_config
 
+# Both modules clone the session fixture ras_pipeline: under pytest -n they share one worker
+# (--dist loadgroup), so that it is built once.
+pytestmark = pytest.mark.xdist_group("ras_pipeline")
+
 RAS = "results/ras.parquet"
 RAS_OUTPUTS = {"results/ras.parquet", "results/ras_correlations.parquet", "results/ras/tiny.parquet"}
 EVALUATION_AND_AFTER = {"evaluate", "summarize_evaluation", "dump_activations", "safety_neurons", "ras", "ras_table"}
