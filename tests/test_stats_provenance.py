@@ -69,3 +69,15 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
             raise ValueError("killed")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_gives_the_permissions_of_a_plain_file(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("done")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0o600
