@@ -22,12 +22,16 @@ from __future__ import annotations
 import argparse
 import copy
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+# Runnable from a clone without installing: the rim package lives in scripts/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
 def main(argv=None) -> None:
