@@ -59,7 +59,10 @@ def main(argv=None) -> None:
     print(f"threads={args.threads} steps={args.steps} batch={block['batch_size']} torch={torch.__version__}")
     print(f"{'method':<6} {'variant':<17} {'tokens/s':>9} {'s/step':>7}  overhead vs bare")
     for method in args.methods.split(","):
-        settings = trainer_settings({**block, "method": method, "steps": args.steps + 1}, "bench")
+        # The config's checkpoint steps belong to its own run length, not to these few timed steps.
+        settings = trainer_settings(
+            {**block, "method": method, "steps": args.steps + 1, "checkpoint_steps": [0, args.steps + 1]}, "bench"
+        )
         loaded = load_model(args.reference, device="cpu", dtype="float32")
         data = tokenize_examples(loaded.adapter, loaded.tokenizer, math_examples(table), settings.max_length)
         pad = loaded.tokenizer.pad_token_id
