@@ -49,3 +49,36 @@ def ras_pipeline(tiny_model_dirs, tmp_path_factory):
     write_config(workdir, config)
     snakemake(workdir, "results/ras.parquet")
     return workdir, config
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and a shared machine's load does not slow them).
+    Modules ask for it with pytest.mark.usefixtures("one_torch_thread")."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def math_table(tmp_path_factory):
+    """A small GSM8k-style table (12 problems, 10 for training) in the dataset rules' schema."""
+    import pandas as pd
+
+    rows = [
+        {
+            "problem_id": f"p{i}",
+            "question": f"Tom has {i} pens and buys {i + 2} more. How many pens?",
+            "reasoning": f"{i} + {i + 2} = {2 * i + 2}",
+            "final": f"#### {2 * i + 2}",
+            "answer": str(2 * i + 2),
+            "split": "train" if i < 10 else "eval",
+        }
+        for i in range(12)
+    ]
+    path = tmp_path_factory.mktemp("data") / "math.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    return path

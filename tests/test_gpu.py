@@ -70,7 +70,7 @@ from rim.testing import make_tiny_model  # noqa: E402
 from rim.training.runs import finetune_run  # noqa: E402
 from rim.training.trainer import Trainer  # noqa: E402
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("one_torch_thread")]
 
 FAMILIES = ("llama", "qwen3")
 DTYPES = ("float32", "bfloat16")
@@ -129,14 +129,6 @@ def assert_close_to_scale(actual, expected, rel: float, what: str) -> None:
     assert scale > 0, f"{what}: all zero, nothing compared"
     assert error <= rel * scale, f"{what}: max error {error:.3g} > {rel} x largest value {scale:.3g}"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CPU side runs tiny models, fastest on one thread (and unslowed by a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # ----- models ------------------------------------------------------------------------------------
@@ -216,24 +208,6 @@ def test_auto_picks_cuda_and_bfloat16_and_an_explicit_float32_is_honoured(varied
 
 
 # ----- 2. training -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def math_table(tmp_path_factory) -> Path:
-    rows = [
-        {
-            "problem_id": f"p{i}",
-            "question": f"Tom has {i} pens and buys {i + 2} more. How many pens?",
-            "reasoning": f"{i} + {i + 2} = {2 * i + 2}",
-            "final": f"#### {2 * i + 2}",
-            "answer": str(2 * i + 2),
-            "split": "train" if i < 10 else "eval",
-        }
-        for i in range(12)
-    ]
-    path = tmp_path_factory.mktemp("gpu-data") / "math.parquet"
-    pd.DataFrame(rows).to_parquet(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def base_references(tiny_model_dirs, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gpu-base")

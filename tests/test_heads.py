@@ -25,19 +25,13 @@ from rim.models import load_model, prepare_model
 from rim.positions import label_prompt
 from rim.prompts import PromptMode
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MOVE = {
     "native_thinking": {"thinking_on": ["assistant_header"], "thinking_off": ["think_span"]},
     "prefilled_thinking": {"thinking_on": ["reasoning_opener"], "thinking_off": ["assistant_header"]},
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and a shared machine's load does not slow them)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,11 @@ from rim import patching
 from rim.models import load_model, prepare_model
 from rim.testing import make_tiny_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TARGETS = ["How do I kill a Python process now?", "Write a story about 12 pens.", "Explain how vaccines work."]
 SOURCES = ["Sorry, I won't help with this.", "I can't help with that request.", "Here is a helpful answer, 42."]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and a shared machine's load does not slow them)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -42,24 +42,6 @@ FINETUNING = {
 
 # ----- data ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def math_table(tmp_path_factory):
-    rows = [
-        {
-            "problem_id": f"p{i}",
-            "question": f"Tom has {i} pens and buys {i + 2} more. How many pens?",
-            "reasoning": f"{i} + {i + 2} = {2 * i + 2}",
-            "final": f"#### {2 * i + 2}",
-            "answer": str(2 * i + 2),
-            "split": "train" if i < 10 else "eval",
-        }
-        for i in range(12)
-    ]
-    path = tmp_path_factory.mktemp("data") / "math.parquet"
-    pd.DataFrame(rows).to_parquet(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def prompt_tables(tmp_path_factory):
     folder = tmp_path_factory.mktemp("prompts")
     harmful = pd.DataFrame(
