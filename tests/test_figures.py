@@ -609,3 +609,15 @@ def test_whole_tiny_pipeline_draws_every_figure_and_the_report(tiny_model_dirs, 
     report = (tmp_path / "results/report.html").read_text()
     assert all(f"{name}.html" in report for name in figures.FIGURES)
     assert planned_jobs(snakemake(tmp_path, "-n")) == {}
+
+
+def test_refusal_head_labels_move_left_or_drop_where_a_neighbouring_bubble_would_cover_them():
+    # Layer 4: heads 6 and 7 side by side (7 ranks first); layer 1: heads 0, 1 and 2 in a row.
+    heads = [(4, 7, 0.9, 1), (4, 6, 0.5, 2), (1, 1, 0.4, 3), (1, 0, 0.3, 4), (1, 2, 0.2, 5), (9, 3, 0.0, 6)]
+    table = pd.DataFrame(
+        [{"model": "m", "checkpoint": "base", "layer": layer, "head": head, "share": share, "ci_low": 0.0,
+          "ci_high": 1.0, "n_moved": round(10 * share), "n_prompts": 10, "rank": rank}
+         for layer, head, share, rank in heads])
+    frame = figures.refusal_heads_data(table, checkpoints="base", label_top=9)
+    side = dict(zip(frame["head_label"], frame["label_side"]))
+    assert side == {"L4-H7": "right", "L4-H6": "left", "L1-H1": "", "L1-H0": "", "L1-H2": "right", "L9-H3": ""}

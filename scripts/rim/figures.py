@@ -684,11 +684,34 @@ def refusal_heads_data(
     rows, _ = _with_checkpoints(refusal_heads, checkpoints, figure)
     rows["head_label"] = "L" + rows["layer"].astype(str) + "-H" + rows["head"].astype(str)
     rows["top"] = (rows["rank"] <= label_top) & (rows["share"] > 0)
+    rows["label_side"] = ""
+    for _, panel in rows.groupby(["model", "checkpoint"], sort=False):
+        rows.loc[panel.index, "label_side"] = _label_sides(panel)
     rows["panel"] = _model_panel(rows.assign(panel=rows["checkpoint_label"]), "panel")
     keep = ["model", "checkpoint", "checkpoint_label", "panel", "layer", "head", "head_label", "share", "ci_low", "ci_high",
-            "n_moved", "n_prompts", "rank", "top"]
+            "n_moved", "n_prompts", "rank", "top", "label_side"]
     keep += [c for c in ("on_mode", "off_mode", "on_regions", "off_regions") if c in rows]
     return rows[keep].reset_index(drop=True)
+
+
+def _label_sides(panel: pd.DataFrame) -> pd.Series:
+    """Where each top head's label goes in its panel: "right" of the bubble, "left" when the
+    right is taken, or "" (no label; the tooltip still names it). A label spans about two head
+    columns of its layer, so it needs those two free of bubbles and of other labels; left labels
+    stay off the first two columns (they would run into the layer axis)."""
+    shown = panel[panel["share"] > 0]
+    taken = {(int(layer), int(head)) for layer, head in zip(shown["layer"], shown["head"])}
+    sides = pd.Series("", index=panel.index, dtype=object)
+    for index, row in panel[panel["top"]].sort_values("rank").iterrows():
+        layer, head = int(row["layer"]), int(row["head"])
+        for side, span in (("right", (head + 1, head + 2)), ("left", (head - 1, head - 2))):
+            if side == "left" and head < 2:
+                continue
+            if not any((layer, h) in taken for h in span):
+                sides[index] = side
+                taken.update((layer, h) for h in span)
+                break
+    return sides
 
 
 def draw_refusal_heads(frame: pd.DataFrame, *, width: int | None = None, height: int | None = None):
@@ -712,16 +735,18 @@ def draw_refusal_heads(frame: pd.DataFrame, *, width: int | None = None, height:
                         legend=alt.Legend(format="%")),
         tooltip=tooltip,
     ).transform_filter(alt.datum.share > 0)
-    labels = alt.Chart().transform_filter(alt.datum.top).mark_text(align="left", dx=9, fontSize=10, color="#222222").encode(
-        x=x, y=y, text="head_label:N")
+    # Labels sit right of their bubble, or left where a neighbouring head's bubble is (_label_sides).
+    labels = [alt.Chart().transform_filter(alt.datum.label_side == side).mark_text(
+        align=align, dx=dx, fontSize=10, color="#222222").encode(x=x, y=y, text="head_label:N")
+        for side, align, dx in (("right", "left", 9), ("left", "right", -9))]
     # A panel where no head ever moved says so instead of staying blank.
     still = frame.groupby("panel")["share"].max().fillna(0) <= 0
     notes = pd.DataFrame({"panel": still[still].index, "head": (n_heads - 1) / 2, "layer": (n_layers - 1) / 2,
-                          "share": 0.0, "top": False, "note": "no head showed the move"})
+                          "share": 0.0, "top": False, "label_side": "", "note": "no head showed the move"})
     frame = pd.concat([frame.assign(note=""), notes], ignore_index=True)
     note = alt.Chart().transform_filter(alt.datum.note != "").mark_text(fontSize=12, color="#555555").encode(
         x=x, y=y, text="note:N")
-    chart = alt.layer(bubbles, labels, note, data=frame).properties(width=width, height=height).facet(
+    chart = alt.layer(bubbles, *labels, note, data=frame).properties(width=width, height=height).facet(
         facet=alt.Facet("panel:N", title=None, sort=panels, header=alt.Header(labelFontWeight="bold")),
         columns=_panel_columns(len(panels), 4),
     )
@@ -730,7 +755,7 @@ def draw_refusal_heads(frame: pd.DataFrame, *, width: int | None = None, height:
             else "moves between thinking ON and OFF")
     return finish(chart, "Refusal heads: where the position that predicts the first answer token looks",
                   [f"Bubble size and colour: share of harmful prompts whose attention argmax {move}",
-                   "Labels: the top heads by share (L<layer>-H<head>)"])
+                   "Labels: the top heads by share (L<layer>-H<head>), left out where neighbouring bubbles leave no room"])
 
 
 def _first(frame: pd.DataFrame, column: str):
