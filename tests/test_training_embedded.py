@@ -1,5 +1,5 @@
 """The embedded SmolLM2 model: alignment makes it refuse without over-refusing, and math
-fine-tuning erodes that refusal (slow: ~15 minutes on 2 cores; pytest -m slow)."""
+fine-tuning erodes that refusal (slow: ~9 minutes on 2 cores; pytest -m slow)."""
 
 from __future__ import annotations
 
