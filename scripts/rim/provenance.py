@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -86,12 +86,6 @@ def collect(config: Mapping | None = None, *, seed: int | None = None, **extra: 
     return record
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` and rename it into place only on success.
@@ -101,16 +95,12 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=(suffix or path.suffix) + ".tmp"
-    )
-    os.close(handle)
-    tmp_path = Path(tmp)
+    tmp_path = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix or path.suffix}.tmp"
+    # Created like any plain file (0o666 less the umask): results are shared files, and
+    # mkstemp would leave them readable by their owner alone.
+    os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp_path
-        if tmp_path.is_file():
-            # mkstemp creates the file readable by its owner alone; results are shared files.
-            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
