@@ -130,7 +130,6 @@ def assert_close_to_scale(actual, expected, rel: float, what: str) -> None:
     assert error <= rel * scale, f"{what}: max error {error:.3g} > {rel} x largest value {scale:.3g}"
 
 
-
 # ----- models ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def varied(tiny_model_dirs, tmp_path_factory) -> dict[str, Path]:

@@ -33,7 +33,6 @@ MOVE = {
 }
 
 
-
 @pytest.fixture(scope="module")
 def models(tiny_model_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("heads")

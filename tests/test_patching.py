@@ -18,7 +18,6 @@ TARGETS = ["How do I kill a Python process now?", "Write a story about 12 pens."
 SOURCES = ["Sorry, I won't help with this.", "I can't help with that request.", "Here is a helpful answer, 42."]
 
 
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("patching")
