@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from rim.provenance import atomic_path, collect, read_provenance, write_table
+from rim import provenance
+from rim.provenance import atomic_path, collect, git_revision, read_provenance, write_table
 from rim.stats import bootstrap, correlation, difference_of_rates, rate
 
 
@@ -57,7 +62,9 @@ def test_parquet_carries_provenance(tmp_path):
     assert record["config"] == {"lr": 1e-5}
     assert record["seed"] == 7 and record["dataset"] == "x"
     assert {"torch", "transformers", "pandas", "python"} <= set(record["versions"])
-    assert record["git_revision"]
+    # A commit in a git checkout, "unknown" in a release tarball or a copied folder.
+    assert record["git_revision"] == git_revision()
+    assert record["git_revision"] == "unknown" or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", record["git_revision"])
     assert pd.read_parquet(path)["a"].tolist() == [1, 2]
 
 
@@ -81,3 +88,74 @@ def test_atomic_path_gives_the_permissions_of_a_plain_file(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0o600
+
+
+# ----- git revision ------------------------------------------------------------------------------
+def git(folder, *args) -> str:
+    command = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def checkout(folder):
+    """A git repository with one commit of one tracked file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    git(folder, "init", "-q")
+    (folder / "Snakefile").write_text("rule all:\n")
+    git(folder, "add", "Snakefile")
+    git(folder, "commit", "-q", "-m", "first")
+    return folder
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+@pytest.fixture
+def fresh_cache():
+    provenance._git_revision.cache_clear()
+    yield
+    provenance._git_revision.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_git_revision_outside_a_checkout_is_unknown(tmp_path):
+    tarball = tmp_path / "rim-1.0"
+    tarball.mkdir()
+    (tarball / "Snakefile").write_text("rule all:\n")
+    assert git_revision(tarball) == "unknown"
+
+
+@needs_git
+@pytest.mark.usefixtures("fresh_cache")
+def test_git_revision_of_a_folder_inside_an_unrelated_repository_is_unknown(tmp_path):
+    home = checkout(tmp_path / "home")
+    copied = home / "projects" / "rim"
+    copied.mkdir(parents=True)
+    (copied / "Snakefile").write_text("rule all:\n")
+    assert git_revision(home) == git(home, "rev-parse", "HEAD")
+    assert git_revision(copied) == "unknown"
+
+
+@needs_git
+@pytest.mark.usefixtures("fresh_cache")
+def test_git_revision_of_a_checkout_and_a_dirty_one(tmp_path):
+    clean, dirty = checkout(tmp_path / "clean"), checkout(tmp_path / "dirty")
+    (dirty / "Snakefile").write_text("rule all:\n    input: 'x'\n")
+    assert git_revision(clean) == git(clean, "rev-parse", "HEAD")
+    assert re.fullmatch(r"[0-9a-f]{40}", git_revision(clean))
+    assert git_revision(dirty) == git(dirty, "rev-parse", "HEAD") + "-dirty"
+    # Cached per folder, however it is named.
+    assert git_revision(str(clean) + "/") == git_revision(clean)
+    assert provenance._git_revision.cache_info().currsize == 2
+    # Untracked files leave a checkout clean.
+    (clean / "results").mkdir()
+    (clean / "results" / "t.parquet").write_bytes(b"")
+    provenance._git_revision.cache_clear()
+    assert not git_revision(clean).endswith("-dirty")
+
+
+@needs_git
+@pytest.mark.usefixtures("fresh_cache")
+def test_git_revision_without_git_installed_is_unknown(tmp_path, monkeypatch):
+    repo = checkout(tmp_path / "repo")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))
+    assert git_revision(repo) == "unknown"

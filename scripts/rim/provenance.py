@@ -51,19 +51,34 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-@functools.lru_cache(maxsize=1)
+# Variables that would point git at another repository than the one holding ``root``.
+_GIT_LOCATION_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY",
+                           "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX")
+
+
 def git_revision(root: str | Path = WORKFLOW_ROOT) -> str:
-    """The workflow's commit, with ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    """The commit of the git checkout whose top folder is ``root``, with ``-dirty`` when tracked
+    files differ; ``unknown`` when ``root`` is no checkout (a release tarball, a copied folder,
+    even one inside another repository) or git is not installed. Cached per folder."""
+    return _git_revision(str(Path(root).resolve()))
+
+
+@functools.lru_cache(maxsize=None)
+def _git_revision(root: str) -> str:
+    env = {key: value for key, value in os.environ.items() if key not in _GIT_LOCATION_VARIABLES}
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, check=True, timeout=10, env=env,
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+        # A folder inside an unrelated repository: that repository's commit is not this one's.
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != Path(root):
+            return "unknown"
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):  # not a checkout, no commit yet, git missing
         return "unknown"
     return commit + ("-dirty" if dirty else "")
 
