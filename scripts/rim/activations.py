@@ -23,6 +23,7 @@ prompts.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -35,7 +36,7 @@ import h5py
 import numpy as np
 
 from rim.errors import ConfigError, DataError, RimError
-from rim.provenance import atomic_path
+from rim.provenance import atomic_path, rebuild_advice, unreadable
 
 if TYPE_CHECKING:
     from rim.prompts import PromptMode
@@ -366,7 +367,7 @@ class KLReference:
 
 
 def read_kl_reference(path: str | Path, prompt_set: str, mode: str) -> KLReference:
-    with open_dump(path) as handle:
+    with _reading(path) as handle:
         group = _group(handle, prompt_set, mode, path)
         if "kl_reference" not in group:
             raise DataError(f"group /{prompt_set}/{mode} has no kl_reference (was it dumped as the base model?)", source=str(path))
@@ -615,15 +616,27 @@ def open_dump(path: str | Path) -> h5py.File:
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise DataError(f"not a readable HDF5 activation dump ({error})", source=str(path)) from None
+        raise unreadable(path, error, "activation dump: not a readable HDF5 file") from None
     if not bool(handle.attrs.get("complete", False)):
         handle.close()
-        raise DataError("activation dump is incomplete (its writer did not finish)", source=str(path))
+        raise DataError(f"activation dump is incomplete (its writer did not finish); {rebuild_advice(path)}", source=str(path))
     if int(handle.attrs.get("format_version", -1)) != FORMAT_VERSION:
         version = handle.attrs.get("format_version")
         handle.close()
-        raise DataError(f"activation dump has format version {version}, this code reads {FORMAT_VERSION}", source=str(path))
+        raise DataError(f"activation dump has format version {version}, this code reads {FORMAT_VERSION}; "
+                        f"{rebuild_advice(path)}", source=str(path))
     return handle
+
+
+@contextlib.contextmanager
+def _reading(path: str | Path) -> Iterator[h5py.File]:
+    """``open_dump`` for a ``with`` block: a dataset that fails to read (a corrupt chunk) raises
+    the same ``DataError`` as a file that fails to open."""
+    with open_dump(path) as handle:
+        try:
+            yield handle
+        except OSError as error:
+            raise unreadable(path, error, "activation dump") from None
 
 
 def _group(handle: h5py.File, prompt_set: str, mode: str, path) -> h5py.Group:
@@ -653,7 +666,7 @@ def _strings(dataset) -> list[str]:
 
 def read_input_set(path: str | Path, prompt_set: str, mode: str, *, neurons: bool = True, residual: bool = False) -> ActivationSet:
     """One input set of a dump; ``residual`` also reads the residual states where stored."""
-    with open_dump(path) as handle:
+    with _reading(path) as handle:
         group = _group(handle, prompt_set, mode, path)
         return ActivationSet(
             prompt_ids=_strings(group["prompt_id"]),
@@ -675,7 +688,7 @@ def _attr(value):
 
 
 def input_set_names(path: str | Path) -> list[str]:
-    with open_dump(path) as handle:
+    with _reading(path) as handle:
         return [f"{prompt_set}/{mode}" for prompt_set in handle for mode in handle[prompt_set]]
 
 

@@ -1,8 +1,11 @@
-"""Provenance of every output, and atomic writes of tables and JSON files.
+"""Provenance of every output, and atomic writes and checked reads of tables and JSON files.
 
 Every table the workflow writes carries, in its parquet metadata under ``rim.provenance``, the
 config block that produced it, the seed, the library versions and the git revision of the
 workflow. HDF5 files carry the same record as attributes (see ``rim.activations``).
+
+``read_table``, ``read_json`` and ``read_provenance`` read results back: a missing, truncated or
+corrupt file raises ``rim.errors.DataError`` naming the file and how to rebuild it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -22,6 +26,8 @@ from typing import Any, Iterator, Mapping
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from rim.errors import DataError
 
 PROVENANCE_KEY = b"rim.provenance"
 WORKFLOW_ROOT = Path(__file__).resolve().parents[2]
@@ -133,9 +139,46 @@ def write_table(frame: pd.DataFrame, path: str | Path, provenance: Mapping) -> P
     return Path(path)
 
 
+def rebuild_advice(path: str | Path) -> str:
+    return f"rebuild it with `snakemake --force {path}`, or delete it and rerun the same command"
+
+
+def unreadable(path: str | Path, error: BaseException, what: str = "result file") -> DataError:
+    """The error for a result file that exists but cannot be read (truncated, corrupt)."""
+    detail = (str(error).strip().splitlines() or [""])[0]
+    detail = re.sub(r"^Could not open Parquet input source '.*?': ", "", detail)
+    if len(detail) > 200:
+        detail = detail[:200] + "..."
+    return DataError(f"unreadable or incomplete {what} ({type(error).__name__}: {detail}); {rebuild_advice(path)}",
+                     source=str(path))
+
+
+def _require(path: str | Path, what: str) -> None:
+    if not Path(path).exists():
+        raise DataError(f"{what} does not exist (run the step that writes it first)", source=str(path))
+
+
+def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.DataFrame:
+    """A parquet table the workflow wrote (``columns``: only these); ``DataError`` when missing,
+    unreadable or lacking a requested column."""
+    _require(path, "result table")
+    try:
+        if columns is not None:
+            missing = [column for column in columns if column not in pq.read_schema(path).names]
+            if missing:
+                raise DataError(f"table has no columns {missing}", source=str(path))
+        return pd.read_parquet(path, columns=columns, engine="pyarrow")
+    except (pa.ArrowException, OSError) as error:
+        raise unreadable(path, error, "parquet table") from None
+
+
 def read_provenance(path: str | Path) -> dict:
     """The provenance record of a parquet file written by ``write_table``."""
-    metadata = pq.read_schema(path).metadata or {}
+    _require(path, "result table")
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as error:
+        raise unreadable(path, error, "parquet table") from None
     if PROVENANCE_KEY not in metadata:
         raise KeyError(f"{path} carries no {PROVENANCE_KEY.decode()} metadata")
     return json.loads(metadata[PROVENANCE_KEY])
@@ -148,5 +191,10 @@ def write_json(data: Any, path: str | Path) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """A JSON file the workflow wrote; ``DataError`` when missing, truncated or not JSON."""
+    _require(path, "JSON file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise unreadable(path, error, "JSON file") from None

@@ -180,10 +180,9 @@ def read_reference(path: str | Path, step: int | None = None) -> dict:
     model's reference; ``step`` picks one.
     """
     path = Path(path)
-    try:
-        reference = read_json(path)
-    except FileNotFoundError:
-        raise ModelSourceError(f"model reference {path} does not exist (was the model prepared?)") from None
+    if not path.exists():
+        raise ModelSourceError(f"model reference {path} does not exist (was the model prepared?)")
+    reference = read_json(path)  # a truncated or corrupt one: DataError naming it and how to rebuild it
     if "checkpoints" in reference:
         if step is None:
             raise RimError(f"{path} is a training run with checkpoints {sorted(reference['checkpoints'])}: name a step")
