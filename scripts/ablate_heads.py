@@ -29,7 +29,7 @@ from rim.hooks import units_by_layer
 from rim.models import load_model
 from rim.positions import label_prompt
 from rim.prompts import prompt_mode
-from rim.provenance import collect, write_table
+from rim.provenance import collect, read_table, write_table
 
 
 def ablation_kwargs(heads, method: str, means) -> dict | None:
@@ -46,7 +46,7 @@ def run(step: cli.Step) -> None:
     params, wildcards = step.params, step.wildcards
     block = params["ablation"]
     identity = {"model": wildcards["model"], "checkpoint": wildcards["ckpt"]}
-    scores = pd.read_parquet(step.input["heads"])
+    scores = read_table(step.input["heads"])
     heads = top_refusal_heads(scores, int(block["top_k"]), float(block["min_share"]))
     provenance = collect({"ablation": block, "prompt_set": params["prompt_set"], "generation": params["generation"],
                           "judges": params["judges"]}, seed=block["seed"], **identity, refusal_heads=heads_label(heads))

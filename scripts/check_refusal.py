@@ -41,7 +41,7 @@ def main(argv=None) -> pd.DataFrame:
     from rim.evaluation import EvaluationSettings, evaluate_prompts, select_prompts
     from rim.models import load_model
     from rim.prompts import prompt_modes
-    from rim.provenance import read_json
+    from rim.provenance import read_json, read_table
 
     cli.setup_logging()
     cli._quiet_libraries()
@@ -63,7 +63,7 @@ def main(argv=None) -> pd.DataFrame:
             if args.limit is not None:
                 settings.limit = args.limit or None
             dataset = config["evaluation"]["prompt_sets"][name]["dataset"]
-            table = select_prompts(pd.read_parquet(f"{args.data}/{dataset}.parquet"), settings)
+            table = select_prompts(read_table(f"{args.data}/{dataset}.parquet"), settings)
             for mode in args.modes.split(","):
                 started = time.perf_counter()
                 frame = evaluate_prompts(loaded, table, modes[mode], settings)
@@ -102,4 +102,9 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    from rim.errors import RimError
+
+    try:
+        main()
+    except RimError as error:  # a missing or corrupt input: one line, no traceback
+        raise SystemExit(f"error: {error}") from None

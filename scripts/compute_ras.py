@@ -21,7 +21,7 @@ from rim import cli
 from rim.activations import read_input_set
 from rim.errors import DataError, RimError
 from rim.neurons import flat_index
-from rim.provenance import collect, write_table
+from rim.provenance import collect, read_table, write_table
 from rim.ras import NeuronGroup, ShiftSettings, checkpoint_rows, mean_activation
 
 CHECKPOINT_METRICS = {
@@ -87,7 +87,7 @@ def run(step: cli.Step) -> None:
             f"no fine-tuned checkpoint of {model} to compute RAS for: 'ras.runs' (or the runs marked for RAS "
             "under 'training.runs') selects no run with seeds and checkpoint steps"
         )
-    sets = pd.read_parquet(step.input["sets"])
+    sets = read_table(step.input["sets"])
     safe_ids, safe_base, _ = set_activations(dumps[0], block["safety_inputs"])
     math_ids, math_base, _ = set_activations(dumps[0], block["math_inputs"])
     n_neurons = read_input_set(dumps[0], block["safety_inputs"]["prompt_set"], block["safety_inputs"]["mode"], neurons=False).attrs["n_neurons"]

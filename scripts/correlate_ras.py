@@ -15,14 +15,14 @@ Standalone:
 import pandas as pd
 
 from rim import cli
-from rim.provenance import collect, read_provenance, write_table
+from rim.provenance import collect, read_provenance, read_table, write_table
 from rim.ras import correlation_table
 
 
 def run(step: cli.Step) -> None:
     block = step.params["correlation"]
     paths = [str(path) for path in step.input["tables"]]
-    table = pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
+    table = pd.concat([read_table(path) for path in paths], ignore_index=True)
     sources = {path: read_provenance(path) for path in paths}
     provenance = collect({"correlation": block}, sources=sources)
     write_table(table, step.output["table"], provenance)

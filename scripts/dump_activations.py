@@ -16,19 +16,17 @@ Standalone (settings from the config file):
 Evaluation tables are looked up under --results (default results/).
 """
 
-import pandas as pd
-
 from rim import cli
 from rim.activations import DumpSettings, InputSet, dump_activations
 from rim.errors import DataError
 from rim.models import load_model
 from rim.prompts import prompt_mode
-from rim.provenance import collect
+from rim.provenance import collect, read_table
 
 
 def read_input_set(item: dict, max_examples: int | None) -> InputSet:
     """Prompts and the model's own responses of one input set, from its evaluation table."""
-    responses = pd.read_parquet(item["responses"])
+    responses = read_table(item["responses"])
     missing = [column for column in ("prompt_id", "prompt", "response") if column not in responses]
     if missing:
         raise DataError(f"evaluation table lacks columns {missing}", source=item["responses"])
@@ -36,7 +34,7 @@ def read_input_set(item: dict, max_examples: int | None) -> InputSet:
     if max_examples is not None:
         responses = responses.head(max_examples)
     base_ids = None
-    dataset = pd.read_parquet(item["dataset_table"])
+    dataset = read_table(item["dataset_table"])
     if "base_prompt_id" in dataset:
         # A derived set (-MI): each prompt's plain version, to pair them for the safety neurons.
         lookup = dict(zip(dataset["prompt_id"].astype(str), dataset["base_prompt_id"].astype(str)))

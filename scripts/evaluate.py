@@ -22,7 +22,7 @@ from rim.evaluation import EvaluationSettings, evaluate_prompts, select_prompts
 from rim.evaluation.settings import ckpt_fields
 from rim.models import load_model
 from rim.prompts import prompt_mode
-from rim.provenance import collect, write_table
+from rim.provenance import collect, read_table, write_table
 
 
 def run(step: cli.Step) -> None:
@@ -36,7 +36,7 @@ def run(step: cli.Step) -> None:
     )
     mode = prompt_mode(wildcards["mode"], params["mode"])
     table_path = str(step.input["table"])
-    prompts = select_prompts(pd.read_parquet(table_path), settings, source=table_path)
+    prompts = select_prompts(read_table(table_path), settings, source=table_path)
     loaded = load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=settings.device)
     cli.log.info(
         "%s at %s: %d prompts of %s in mode %s, judges %s",

@@ -26,7 +26,7 @@ from rim.activations import read_input_set
 from rim.errors import DataError
 from rim.heads_settings import VERDICTS, probe_params, probe_plan
 from rim.probes import probe_rows, split_by_verdict
-from rim.provenance import collect, write_table
+from rim.provenance import collect, read_table, write_table
 
 GROUPS = {"harmful_vs_harmless": ("harmful", "harmless"), "refused_vs_fulfilled": ("refused", "fulfilled")}
 
@@ -44,7 +44,7 @@ def residuals(dump: str, prompt_set: str, mode: str):
 def verdicts(table_path: str, judge: str) -> dict[str, bool]:
     """{prompt_id: refused} from an evaluation table, by the configured judge."""
     column, inverted = VERDICTS[judge]
-    table = pd.read_parquet(table_path)
+    table = read_table(table_path)
     if column not in table:
         raise DataError(f"has no column '{column}' (is the {judge} judge enabled in the evaluation?)", source=table_path)
     judged = table[table[column].notna()]

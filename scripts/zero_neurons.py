@@ -24,13 +24,13 @@ from rim.evaluation import EvaluationSettings, evaluate_prompts, select_prompts,
 from rim.models import load_model
 from rim.neurons import paired_changes, zeroing_conditions, zeroing_params
 from rim.prompts import prompt_mode
-from rim.provenance import collect, write_table
+from rim.provenance import collect, read_table, write_table
 
 
 def run(step: cli.Step) -> None:
     params, model = step.params, step.wildcards["model"]
     block = params["zeroing"]
-    sets = pd.read_parquet(step.input["sets"])
+    sets = read_table(step.input["sets"])
     chosen = zeroing_conditions(sets, int(block["random_draws"]))
     size = int((sets["neuron_set"] == "safety").sum())
     loaded = load_model(str(step.input["reference"]), device=params.get("device", "auto"))
@@ -40,7 +40,7 @@ def run(step: cli.Step) -> None:
         settings = EvaluationSettings.from_params(entry, name=prompt_set, generation=params["generation"],
                                                   judges=params["judges"][prompt_set], device=params.get("device", "auto"))
         table_path = str(step.input[f"table_{prompt_set}"])
-        prompts = select_prompts(pd.read_parquet(table_path), settings, source=table_path)
+        prompts = select_prompts(read_table(table_path), settings, source=table_path)
         for condition, zero in chosen.items():
             cli.log.info("%s: %d prompts, condition %s (%d neurons zeroed)", prompt_set, len(prompts), condition,
                          sum(len(v) for v in (zero or {}).values()))

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from rim.errors import ConfigError, DataError
-from rim.provenance import atomic_path
+from rim.provenance import atomic_path, read_table
 
 # Figures of a large model (36 layers x 32 heads x checkpoints) exceed altair's default 5000 rows.
 alt.data_transformers.disable_max_rows()
@@ -1251,7 +1251,7 @@ def save(chart, *, html: str | Path | None = None, static: str | Path | None = N
 
 def read_tables(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Concatenate parquet tables (a figure over several checkpoints or models)."""
-    frames = [pd.read_parquet(path) for path in paths]
+    frames = [read_table(path) for path in paths]
     if not frames:
         raise FigureError("no input tables")
     frames = [frame for frame in frames if len(frame.columns)]

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from rim.positions import REGIONS, LabelledPrompt
+from rim.provenance import read_table
 from rim.stats import bootstrap, rate
 
 
@@ -321,5 +322,5 @@ def select_head_prompts(table_path: str, prompt_set: Mapping) -> pd.DataFrame:
     from rim.evaluation import EvaluationSettings, select_prompts
 
     settings = EvaluationSettings.from_params(prompt_set, name=prompt_set.get("name"))
-    return select_prompts(pd.read_parquet(table_path), settings, source=str(table_path))
+    return select_prompts(read_table(table_path), settings, source=str(table_path))
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from rim.data.sources import describe_source, map_columns, read_source
 from rim.errors import DataError
+from rim.provenance import read_table
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def prepare_dataset(name: str, entry: Mapping, derived_from: str | Path | None =
     if entry.get("derive_from"):
         if derived_from is None:
             raise DataError(f"dataset '{name}' derives from '{entry['derive_from']}': pass its prepared table")
-        return derive_malicious_intent(name, entry, pd.read_parquet(derived_from))
+        return derive_malicious_intent(name, entry, read_table(derived_from))
     if kind == "math":
         return prepare_math(name, entry)
     return prepare_prompts(name, entry)

@@ -8,7 +8,7 @@ call the same code with an ablation. Stable API::
 
     loaded = rim.models.load_model(reference, step=step)
     settings = EvaluationSettings.from_config(config, "harmful")   # or the rule's params mapping
-    prompts = select_prompts(pd.read_parquet("results/data/harmful.parquet"), settings)
+    prompts = select_prompts(rim.provenance.read_table("results/data/harmful.parquet"), settings)
     mode = rim.prompts.prompt_modes(config["prompt_modes"])["no_think"]
     plain = evaluate_prompts(loaded, prompts, mode, settings)
     zeroed = evaluate_prompts(loaded, prompts, mode, settings, ablation={"zero_neurons": {12: [7, 99]}})

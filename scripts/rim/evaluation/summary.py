@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Sequence
 import pandas as pd
 
 from rim import stats
+from rim.provenance import read_table
 
 # Columns that identify a group of per-prompt rows, in the order tables show them.
 GROUP_COLUMNS = (
@@ -200,7 +201,7 @@ def contrasts(
 
 def read_tables(paths: Iterable[str]) -> pd.DataFrame:
     """Concatenate per-prompt evaluation tables (columns a judge did not produce become empty)."""
-    frames = [pd.read_parquet(path) for path in paths]
+    frames = [read_table(path) for path in paths]
     if not frames:
         raise ValueError("no evaluation tables to summarize")
     return pd.concat(frames, ignore_index=True, sort=False)

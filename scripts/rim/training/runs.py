@@ -29,7 +29,7 @@ import torch
 from rim.errors import RimError
 from rim.models.loading import load_model, read_reference, resolve_device
 from rim.prompts import PromptMode
-from rim.provenance import collect, read_json, write_json, write_table
+from rim.provenance import collect, read_json, read_table, write_json, write_table
 from rim.refusal import encode_batch
 from rim.training.examples import (
     Example,
@@ -149,8 +149,8 @@ def align_model(
     settings = trainer_settings({**block, "checkpoint_steps": candidates}, where, require_checkpoints=False)
     seed = int(block.get("seed", 0))
     examples = alignment_examples(
-        pd.read_parquet(harmful),
-        pd.read_parquet(harmless),
+        read_table(harmful),
+        read_table(harmless),
         read_refusals(refusals),
         seed=seed,
         harmless_weight=float(block.get("harmless_weight", 1.0)),
@@ -266,7 +266,7 @@ def finetune_run(
     where = f"models.{model}.finetuning"
     settings = trainer_settings(block, where)
     loaded, torch_device = _load_for_training(base_reference, settings, device)
-    examples = math_examples(pd.read_parquet(dataset), source=str(dataset))
+    examples = math_examples(read_table(dataset), source=str(dataset))
     data = tokenize_examples(loaded.adapter, loaded.tokenizer, examples, settings.max_length)
     log.info(
         "fine-tuning %s on %s (seed %d, %s): %d examples, %d completion tokens, %d steps of %d",
