@@ -406,6 +406,53 @@ def test_state_whose_checkpoints_were_moved_out_is_not_resumed(tiny_base, math_t
     assert sorted(record["checkpoints"], key=int) == ["0", "2", "6"]
 
 
+def test_a_job_killed_while_writing_its_outputs_writes_them_again_without_training(
+    tiny_base, math_table, tmp_path, monkeypatch, caplog
+):
+    import rim.training.runs as runs
+
+    _, whole = _finetune(tiny_base, math_table, tmp_path / "whole")
+    state = tmp_path / "state"
+
+    def killed(*args, **kwargs):
+        raise Crash()
+
+    monkeypatch.setattr(runs, "write_json", killed)  # the manifest is the job's last output
+    with pytest.raises(Crash):
+        _finetune(tiny_base, math_table, tmp_path / "x", state_dir=state)
+    saved = torch.load(state / "state.pt", weights_only=False)
+    assert saved["step"] == 6 and "optimizer" not in saved  # the finished state: history and checkpoints
+    assert all((state / "checkpoints" / f"step{step}").exists() for step in (2, 6))  # linked, not moved out
+    monkeypatch.undo()
+    monkeypatch.setattr(Trainer, "train_step", lambda self: pytest.fail("trained again"))
+    with caplog.at_level("INFO"):
+        _finetune(tiny_base, math_table, tmp_path / "x", state_dir=state)
+    assert "finished earlier (saved state at step 6); writing its outputs again" in caplog.text
+    again = tmp_path / "x" / "finetune" / "tiny" / "math" / "seed0"
+    for step in (2, 6):
+        assert _same(_saved(whole, step), _saved(again, step))
+    assert pd.read_parquet(whole / "loss.parquet")["loss"].tolist() == pd.read_parquet(again / "loss.parquet")["loss"].tolist()
+    assert not state.exists() and not list(tmp_path.glob(".state*"))
+
+
+def test_trainer_pauses_at_an_announced_step_with_its_state_saved(tiny_base, math_table, tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    monkeypatch.setenv("RIM_TRAINER_PAUSE_AT_STEP", "3")
+    monkeypatch.setenv("RIM_TRAINER_PAUSE_SECONDS", "0")
+    seen = {}
+    original = Trainer.train_step
+
+    def record(self):
+        if self.step == 3:  # the step after the pause: the marker and the state of step 3 exist
+            seen["marker"] = (state / "paused_at_step3").exists()
+            seen["saved"] = torch.load(state / "state.pt", weights_only=False)["step"]
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", record)
+    _finetune(tiny_base, math_table, tmp_path / "x", state_dir=state)
+    assert seen == {"marker": True, "saved": 3}
+
+
 def test_gradient_accumulation_matches_the_full_batch(tiny_base, math_table, tmp_path):
     block = {**FINETUNING, "method": "full", "learning_rate": 1e-3, "loss_average": "examples"}
     _, whole = _finetune(tiny_base, math_table, tmp_path / "a", block=block)

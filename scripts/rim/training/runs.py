@@ -79,11 +79,18 @@ def _mean_loss(history: list[dict], after: int, upto: int) -> float:
     return float(np.mean(losses)) if losses else float("nan")
 
 
-def _move(source: Path, target: Path) -> None:
+def _publish(source: Path, target: Path) -> None:
+    """Put a checkpoint of the trainer's state dir at an output path, leaving the state whole
+    until the job discards it (hard links: no copy of the weights on the same filesystem)."""
     if target.exists():
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(source), str(target))
+    try:
+        shutil.copytree(source, target, copy_function=os.link)
+    except OSError:  # another filesystem, or one without hard links
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target)
 
 
 # ----- alignment -----------------------------------------------------------------------------------
@@ -189,7 +196,7 @@ def align_model(
     result = trainer.train()
     step = select_checkpoint(result.evaluations, float(block.get("min_refusal", 0.9))) if evaluate else settings.steps
     output_dir = Path(output_dir)
-    _move(result.checkpoints[step], output_dir)
+    _publish(result.checkpoints[step], output_dir)
     loaded.tokenizer.save_pretrained(output_dir)
     write_table(
         _evaluation_table(result, step),
@@ -292,7 +299,7 @@ def finetune_run(
     previous = 0
     for step in sorted(result.checkpoints):
         target = checkpoints_dir / f"step{step}"
-        _move(result.checkpoints[step], target)
+        _publish(result.checkpoints[step], target)
         entries[str(step)] = {
             field: os.path.relpath(target, manifest.parent),
             "checkpoint": f"{run}/seed{seed}/step{step}",

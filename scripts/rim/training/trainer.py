@@ -9,7 +9,13 @@ history, the checkpoints written so far) lives in ``state_dir``, outside the job
 outputs, which Snakemake deletes before rerunning a job. The state is saved atomically at every
 checkpoint step (and every ``state_every_steps`` steps); a rerun after ``kill -9`` resumes from
 the last saved step and ends with the same weights as an uninterrupted run. A state written
-with other settings, data, seed or base model is discarded, never resumed.
+with other settings, data, seed or base model is discarded, never resumed. After the last step a
+finished state (history and checkpoints, no optimizer) is kept until the job has written its
+outputs and calls ``discard_state``, so a job killed while it writes them reruns without training.
+
+``RIM_TRAINER_PAUSE_AT_STEP`` (comma-separated steps; for tests and debugging): after that step the
+trainer saves its state, writes ``paused_at_step<N>`` into the state dir and waits (at most
+``RIM_TRAINER_PAUSE_SECONDS``, default 600) so that an interruption lands at a known step.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 STATE_FORMAT = 1
+PAUSE_STEPS_VARIABLE = "RIM_TRAINER_PAUSE_AT_STEP"
+PAUSE_SECONDS_VARIABLE = "RIM_TRAINER_PAUSE_SECONDS"
 SAVE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -338,14 +346,17 @@ class Trainer:
             "format": STATE_FORMAT,
             "fingerprint": self.fingerprint,
             "step": self.step,
-            "trainable": {name: p.detach().cpu().clone() for name, p in trainable_parameters(self.model).items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "history": self.history,
             "evaluations": self.evaluations,
         }
+        if self.step < self.settings.steps:  # a finished run needs only its checkpoints
+            state.update(
+                trainable={name: p.detach().cpu().clone() for name, p in trainable_parameters(self.model).items()},
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                rng_cpu=torch.get_rng_state(),
+                rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            )
         with atomic_path(self.state_path) as tmp:
             torch.save(state, tmp)
 
@@ -372,6 +383,9 @@ class Trainer:
             log.warning("discarding training state %s: its checkpoint of step %d is gone", self.state_dir, lost[0])
             shutil.rmtree(self.state_dir)
             return False
+        self.history, self.evaluations, self.step = state["history"], state["evaluations"], state["step"]
+        if self.step >= self.settings.steps:  # finished: the checkpoints are all the outputs need
+            return True
         parameters = trainable_parameters(self.model)
         with torch.no_grad():
             for name, tensor in state["trainable"].items():
@@ -381,12 +395,32 @@ class Trainer:
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.history, self.evaluations, self.step = state["history"], state["evaluations"], state["step"]
         return True
 
     def discard_state(self) -> None:
-        if self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
+        """Remove the state once the job's outputs are written: renamed first, so that a kill
+        during the removal leaves either the whole state or none of it."""
+        if not self.state_dir.exists():
+            return
+        doomed = self.state_dir.with_name(f".{self.state_dir.name}.discarded")
+        if doomed.exists():
+            shutil.rmtree(doomed)
+        os.replace(self.state_dir, doomed)
+        shutil.rmtree(doomed)
+
+    def pause_if_asked(self) -> None:
+        """Hold at a step named in RIM_TRAINER_PAUSE_AT_STEP, state saved (see the module doc)."""
+        steps = {int(part) for part in os.environ.get(PAUSE_STEPS_VARIABLE, "").split(",") if part.strip()}
+        if self.step not in steps:
+            return
+        self.save_state()
+        marker = self.state_dir / f"paused_at_step{self.step}"
+        marker.touch()
+        seconds = float(os.environ.get(PAUSE_SECONDS_VARIABLE, "600"))
+        log.info("%s: paused at step %d for up to %.0f s (%s)", self.label, self.step, seconds, PAUSE_STEPS_VARIABLE)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
 
     # ----- the loop --------------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -446,7 +480,9 @@ class Trainer:
 
         settings = self.settings
         resumed_from = self.step if self.load_state() else 0
-        if resumed_from:
+        if resumed_from >= settings.steps:
+            log.info("%s: finished earlier (saved state at step %d); writing its outputs again", self.label, self.step)
+        elif resumed_from:
             log.info("%s: resuming from the saved state at step %d of %d", self.label, self.step, settings.steps)
         elif 0 in settings.checkpoint_steps and self.evaluate is not None:
             self.evaluations[0] = self._evaluate()
@@ -460,7 +496,10 @@ class Trainer:
             if self.step in settings.checkpoint_steps or (every and self.step % every == 0):
                 if self.step < settings.steps:
                     self.save_state()
+            self.pause_if_asked()
             progress.update(loss=record["loss"], tokens_per_s=record["tokens"] / max(record["seconds"], 1e-9))
+        if resumed_from < settings.steps:
+            self.save_state()  # the finished state: outputs can be written again after a kill
         checkpoints = {
             step: self.checkpoint_dir(step) for step in settings.checkpoint_steps if step and self.checkpoint_dir(step).exists()
         }
