@@ -144,6 +144,7 @@ def training_state_dir(*parts):
 
 def alignment_inputs(wildcards):
     """Input function of align: the source model, the prompt sets and the refusal sentences."""
+    from rim.data.sources import workdir_relative
     from rim.training.examples import refusals_path
 
     block = config["models"][wildcards.model]["alignment"]
@@ -156,7 +157,7 @@ def alignment_inputs(wildcards):
         "source": source_reference(wildcards.model),
         "harmful": dataset_path(block["harmful"]),
         "harmless": dataset_path(block["harmless"]),
-        "refusals": str(refusals_path(block["refusals"])),
+        "refusals": workdir_relative(refusals_path(block["refusals"])),
     }
 
 

@@ -28,6 +28,18 @@ RESOURCES = Path(__file__).resolve().parents[3] / "resources" / "prompts"
 LOCAL_FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 
 
+def workdir_relative(path: str | Path, workdir: str | Path | None = None) -> str:
+    """A path as a rule declares it: relative to the working directory when it lies inside it,
+    so that a run copied or moved elsewhere (with the workflow inside it) plans nothing new;
+    anything else (a user's own file elsewhere) stays as given."""
+    path = Path(path)
+    base = Path(workdir or Path.cwd()).resolve()
+    try:
+        return str(path.resolve().relative_to(base))
+    except ValueError:
+        return str(path)
+
+
 def describe_source(entry: Mapping) -> str:
     """The file or dataset a message should name."""
     source = entry["source"]
