@@ -58,31 +58,34 @@ def test_align_then_finetune_seeds_and_rerun_only_what_changed(tiny_model_dirs, 
 
 
 def test_kill_9_mid_run_resumes_to_the_same_weights(tiny_model_dirs, tmp_path):
-    settings = {"steps": 200, "checkpoint_steps": [0, 4, 200], "state_every_steps": 1}
+    steps, killed_at = 40, 17
     config = tiny_config(tiny_model_dirs["llama"])
-    config["models"]["tiny"]["finetuning"].update(settings)
+    config["models"]["tiny"]["finetuning"].update(steps=steps, checkpoint_steps=[0, 4, steps])
     target = MANIFEST.format(seed=0)
     workdir = tmp_path / "killed"
     write_config(workdir, config)
 
-    state = workdir / "results/.training_state/finetune/tiny/gsm8k_style/seed0/state.pt"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))
+    # The job pauses after saving its state at step 17 (RIM_TRAINER_PAUSE_AT_STEP) and is killed
+    # there, so the kill lands at a known step however fast or loaded the machine is.
+    state_dir = workdir / "results/.training_state/finetune/tiny/gsm8k_style/seed0"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"), RIM_TRAINER_PAUSE_AT_STEP=str(killed_at))
     command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", target]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    paused = state_dir / f"paused_at_step{killed_at}"
     deadline = time.monotonic() + 600
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.5)  # a few more steps
+    while not paused.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert paused.exists(), "the fine-tuning job did not pause at its step"
     os.killpg(process.pid, signal.SIGKILL)  # snakemake and the training job, no cleanup
     process.wait()
+    state = state_dir / "state.pt"
     assert state.exists() and not (workdir / target).exists()
-    saved = torch.load(state, weights_only=False)["step"]
-    assert 0 < saved < 200
+    assert torch.load(state, weights_only=False)["step"] == killed_at
 
     snakemake(workdir, "--unlock")
     snakemake(workdir, target, "--rerun-incomplete")
     log = (workdir / "logs/finetune/tiny/gsm8k_style/seed0.log").read_text()
-    assert "resuming from the saved state at step" in log
+    assert f"resuming from the saved state at step {killed_at} of {steps}" in log
     assert not state.parent.exists()
 
     # The same run without interruption, in-process, on the same prepared inputs.
@@ -94,7 +97,7 @@ def test_kill_9_mid_run_resumes_to_the_same_weights(tiny_model_dirs, tmp_path):
         _finetune_whole(config, block, workdir, whole, tmp_path / "state")
     finally:
         torch.set_num_threads(threads)
-    for step in (4, 200):
+    for step in (4, steps):
         a = load_model(workdir / target, step=step, device="cpu").model.state_dict()
         b = load_model(whole / "run.json", step=step, device="cpu").model.state_dict()
         assert all(torch.equal(a[name], b[name]) for name in a), step
