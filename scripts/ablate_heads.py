@@ -81,8 +81,9 @@ def run(step: cli.Step) -> None:
         frame.insert(position, column, value)
     write_table(frame, step.output["table"], provenance)
     n_boot, seed = int(block["n_boot"]), int(block["seed"])
-    rates = summarize(frame, by=["model", "checkpoint", "condition", "mode"], n_boot=n_boot, seed=seed).assign(statistic="rate")
-    effects = ablation_effects(frame, n_boot=n_boot, seed=seed).assign(**identity)
+    rates = summarize(frame, by=["model", "checkpoint", "condition", "mode"], n_boot=n_boot, seed=seed,
+                      outcomes=params.get("outcomes")).assign(statistic="rate")
+    effects = ablation_effects(frame, n_boot=n_boot, seed=seed, outcomes=params.get("outcomes")).assign(**identity)
     summary = pd.concat([rates, effects], ignore_index=True)
     write_table(summary, step.output["summary"], provenance)
     shown = effects[effects["condition"].isin(["refusal_heads", "random_heads", "refusal_minus_random"])]

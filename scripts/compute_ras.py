@@ -53,7 +53,9 @@ def checkpoint_metrics(paths: list[str], ckpts: list[str], params: dict) -> pd.D
     from rim.evaluation import summarize_tables
 
     block = params["ras"]
-    summary = summarize_tables(paths, by=["checkpoint", "prompt_set", "mode"], n_boot=1000, seed=0)
+    summary = summarize_tables(
+        paths, by=["checkpoint", "prompt_set", "mode"], n_boot=1000, seed=0, outcomes=params.get("outcomes")
+    )
     out = pd.DataFrame({"checkpoint": ckpts})
     for column, (inputs_key, metric, judge) in CHECKPOINT_METRICS.items():
         entry = block.get(inputs_key)

@@ -24,10 +24,12 @@ def run(step: cli.Step) -> None:
     paths = [str(tables)] if isinstance(tables, str) else [str(path) for path in tables]
     frame = read_tables(paths)
     cli.log.info("%d tables, %d per-prompt rows", len(paths), len(frame))
-    summary = summarize(frame, **bootstrap)
-    write_table(summary, step.output["summary"], collect({"bootstrap": bootstrap}, seed=bootstrap.get("seed"), tables=len(paths)))
-    paired = contrasts(frame, **bootstrap)
-    write_table(paired, step.output["contrasts"], collect({"bootstrap": bootstrap}, seed=bootstrap.get("seed"), tables=len(paths)))
+    outcomes = dict(step.params.get("outcomes") or {})
+    provenance = collect({"bootstrap": bootstrap, "outcomes": outcomes}, seed=bootstrap.get("seed"), tables=len(paths))
+    summary = summarize(frame, **bootstrap, outcomes=outcomes)
+    write_table(summary, step.output["summary"], provenance)
+    paired = contrasts(frame, **bootstrap, outcomes=outcomes)
+    write_table(paired, step.output["contrasts"], provenance)
     cli.log.info("summary: %d rows; contrasts: %d rows", len(summary), len(paired))
 
 

@@ -50,8 +50,9 @@ def run(step: cli.Step) -> None:
     frame.insert(0, "model", model)
     provenance = collect(block, model=model, set_size=size, prompt_sets=params["prompt_sets"])
     write_table(frame, step.output["table"], provenance)
-    rates = summarize(frame, by=["model", "condition", "prompt_set", "kind", "mode"]).assign(statistic="rate")
-    changes = paired_changes(frame).assign(model=model, mode=mode.name)
+    rates = summarize(frame, by=["model", "condition", "prompt_set", "kind", "mode"], outcomes=params.get("outcomes"))
+    rates = rates.assign(statistic="rate")
+    changes = paired_changes(frame, outcomes=params.get("outcomes")).assign(model=model, mode=mode.name)
     summary = pd.concat([rates, changes], ignore_index=True)
     write_table(summary, step.output["summary"], provenance)
     for _, row in changes[changes["metric"].isin(["misalignment_rate", "math_accuracy"])].iterrows():

@@ -209,27 +209,19 @@ def test_math_answers_are_extracted_and_matched(tiny_model_dirs, tmp_path):
         }
     )
     settings = {
-        "prompt_set": {"name": "math", "kind": "math", "max_new_tokens": 8},
+        "prompt_set": {"name": "math", "kind": "math", "max_new_tokens": 8, "thinking_tokens": 4},
         "judges": {"phrases": {"enabled": True, "apply_to": ["harmful"]}, "refusal_score": {"enabled": True}},
     }
     frame = evaluate_prompts(lm, table, ("think", {"thinking": True}), settings)
     from rim.evaluation.math_answers import extract_answer
 
-    assert list(frame["gold_answer"]) == ["7", "12"] and (frame["response_tokens"] <= 8).all()
+    # The answer's tokens plus the thinking budget of the prompt set.
+    assert list(frame["gold_answer"]) == ["7", "12"] and (frame["response_tokens"] <= 8 + 4).all()
     extracted = [None if pd.isna(a) else a for a in frame["extracted_answer"]]  # no number: missing
     assert extracted == [extract_answer(r) for r in frame["response"]]
     assert list(frame["correct"]) == [a == g for a, g in zip(extracted, frame["gold_answer"])]
     assert "phrases_refused" not in frame  # phrases apply to harmful sets only here
     assert frame["mode"].eq("think").all() and frame["thinking"].all()
-
-
-def test_native_think_blocks_are_split_off_before_judging(tiny_model_dirs, tmp_path):
-    from rim.evaluation.core import split_reasoning
-
-    adapter = loaded_tiny(tiny_model_dirs, "qwen3", tmp_path).adapter
-    assert split_reasoning("<think>\nhmm, harmful\n</think>\n\nI can't help.", adapter, THINK) == ("I can't help.", True)
-    assert split_reasoning("<think>\nstill thinking", adapter, THINK) == ("<think>\nstill thinking", False)
-    assert split_reasoning("I can't help.", adapter, NO_THINK) == ("I can't help.", None)
 
 
 def test_a_table_without_prompts_names_its_columns(tiny_model_dirs, tmp_path):

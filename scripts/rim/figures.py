@@ -522,10 +522,12 @@ def training_sets_data(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    outcomes: Mapping | None = None,
 ) -> pd.DataFrame:
     """Per (model, run, seed): the last checkpoint's rate minus the base model's, paired over the same
-    prompts and bootstrapped over them; per run, the mean change over its seeds."""
-    from rim.evaluation.summary import METRICS
+    prompts and bootstrapped over them; per run, the mean change over its seeds. ``outcomes``: the
+    evaluation's outcome convention (config ``evaluation.outcomes``)."""
+    from rim.evaluation.summary import METRICS, outcome_convention
     from rim.stats import bootstrap
 
     figure = "training_sets"
@@ -541,7 +543,7 @@ def training_sets_data(
         _, _, column, _, values, _ = spec
         part = evaluations[(evaluations["prompt_set"] == entry["prompt_set"]) & (evaluations["mode"] == entry["mode"])]
         require(part, [column], figure, "evaluations")
-        part = part.assign(_value=values(part))
+        part = part.assign(_value=values(part, outcome_convention(outcomes)))
         for model, by_model in part.groupby("model", sort=True):
             base = by_model[by_model["checkpoint"] == "base"].set_index("prompt_id")["_value"]
             if base.empty:
@@ -1205,6 +1207,8 @@ def figure_settings(config: Mapping, name: str) -> dict:
     spec = FIGURES[name]
     accepted = _keywords(spec.data) | _keywords(spec.draw) | OUTPUT_SETTINGS
     common = {key: block[key] for key in COMMON_SETTINGS if key in block and key in accepted}
+    if "outcomes" in accepted:  # rates from per-prompt rows count outcomes as the evaluation does
+        common["outcomes"] = dict(config.get("evaluation", {}).get("outcomes") or {})
     return {**common, **dict(block.get(name, {}))}
 
 

@@ -276,22 +276,24 @@ def ablation_conditions(refusal_heads: Sequence[tuple[int, int]], num_heads: int
     return conditions
 
 
-def ablation_effects(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def ablation_effects(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, outcomes=None) -> pd.DataFrame:
     """Paired effects of ablation on the same prompts, per mode and metric.
 
     ``frame``: per-prompt evaluation rows (rim.evaluation) with a ``condition`` column (none,
     refusal_heads, random_<i>). Rows, each bootstrapped over prompts: every condition's change
     from ``none``; ``random_heads``, the change averaged over the random draws; and
-    ``refusal_minus_random``, the refusal heads' change minus that average.
+    ``refusal_minus_random``, the refusal heads' change minus that average. ``outcomes``: the
+    outcome convention of misalignment rates (``rim.evaluation.summary.outcome_convention``).
     """
-    from rim.evaluation.summary import METRICS
+    from rim.evaluation.summary import METRICS, outcome_convention
 
+    convention = outcome_convention(outcomes)
     rows = []
     for (mode, kind), part in frame.groupby(["mode", "kind"], sort=False):
         for metric, judge, column, kinds, values, _ in METRICS:
             if column not in part or (kinds is not None and kind not in kinds):
                 continue
-            wide = part.assign(_value=values(part)).pivot_table(
+            wide = part.assign(_value=values(part, convention)).pivot_table(
                 index="prompt_id", columns="condition", values="_value", aggfunc="first", dropna=False
             )
             if "none" not in wide or wide["none"].isna().all():

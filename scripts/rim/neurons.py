@@ -255,23 +255,26 @@ def zeroing_conditions(sets: pd.DataFrame, random_draws: int) -> dict[str, dict 
     return out
 
 
-def paired_changes(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def paired_changes(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0, outcomes=None) -> pd.DataFrame:
     """Each condition minus no intervention, per prompt set and metric, bootstrapped over prompts.
 
     The conditions see the same prompts, so the change is paired: the per-prompt difference of
     each flag (e.g. misaligned) or value, averaged, with a bootstrap interval over prompts.
+    ``outcomes``: the outcome convention of misalignment rates, as in ``summarize``.
     """
     import pandas as pd
 
-    from rim.evaluation.summary import METRICS
+    from rim.evaluation.summary import METRICS, outcome_convention
     from rim.stats import bootstrap
+
+    convention = outcome_convention(outcomes)
 
     rows = []
     for (prompt_set, kind), part in frame.groupby(["prompt_set", "kind"], sort=False):
         for metric, judge, column, kinds, values, binary in METRICS:
             if column not in part or (kinds is not None and kind not in kinds):
                 continue
-            wide = part.assign(_v=values(part)).pivot_table(index="prompt_id", columns="condition", values="_v", aggfunc="first")
+            wide = part.assign(_v=values(part, convention)).pivot_table(index="prompt_id", columns="condition", values="_v", aggfunc="first")
             if "none" not in wide:
                 continue
             for condition in [c for c in wide.columns if c != "none"]:

@@ -48,5 +48,6 @@ rule summarize_evaluation:
         runtime=10,
     params:
         bootstrap=lookup(dpath="evaluation/bootstrap", within=config),
+        outcomes=lookup(dpath="evaluation/outcomes", within=config),
     script:
         "../../scripts/summarize_evaluation.py"

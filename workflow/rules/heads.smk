@@ -54,6 +54,7 @@ rule ablate_refusal_heads:
         modes=heads_param(heads_settings.ablation_params, "modes"),
         generation=heads_param(heads_settings.ablation_params, "generation"),
         judges=heads_param(heads_settings.ablation_params, "judges"),
+        outcomes=lookup(dpath="evaluation/outcomes", within=config),
         device=lookup(dpath="device", within=config),
     script:
         "../../scripts/ablate_heads.py"

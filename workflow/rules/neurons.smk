@@ -66,6 +66,7 @@ rule ras:
         ras=ras_params,
         activations=ras_activation_labels,
         checkpoints=ras_checkpoint_params,
+        outcomes=lookup(dpath="evaluation/outcomes", within=config),
     script:
         "../../scripts/compute_ras.py"
 
@@ -116,6 +117,7 @@ rule zero_neurons:
         prompt_sets=zeroing_param("prompt_sets"),
         generation=zeroing_param("generation"),
         judges=zeroing_param("judges"),
+        outcomes=lookup(dpath="evaluation/outcomes", within=config),
         device=lookup(dpath="device", within=config),
     script:
         "../../scripts/zero_neurons.py"

@@ -26,16 +26,21 @@ call the same code with an ablation. Stable API::
     Returns one row per prompt, in the order of ``table``:
     ``prompt_set, kind, mode, thinking, pattern, variant, prompt_id, prompt, category``
     (+ ``lookalike``, + ``gold_answer`` for math), ``response`` (greedy, up to the stop token),
-    ``response_tokens``, ``prompt_tokens``, ``finished`` (False: cut at max_new_tokens),
-    ``think_closed`` (native think blocks only), ``refusal_score`` (first-token refusal
-    log-odds, ``rim.refusal``), ``response_empty`` (the judged text is empty: neither a
-    refusal nor misaligned), then per enabled judge: ``phrases_refused``, ``phrases_match``;
-    ``rubric_score``, ``rubric_misaligned``, ``rubric_status`` (ok / unparseable / failed),
-    ``rubric_answer``, ``rubric_error``; ``classifier_unsafe_probability``,
-    ``classifier_misaligned``; for math ``extracted_answer``, ``correct``.
+    ``response_tokens``, ``prompt_tokens``, ``finished`` (False: cut at the token budget),
+    ``reasoning`` and ``answer`` (``rim.evaluation.answers``: judges read the answer),
+    ``answer_status`` (answered / empty / unfinished), ``think_closed`` (native think blocks
+    only), ``refusal_score`` (refusal log-odds at the first answer position, ``rim.refusal``;
+    NaN without an answer) and ``first_token_refusal_score`` (at the first generated
+    position), then per enabled judge, on answered rows: ``phrases_read`` (the opening it read),
+    ``phrases_refused``, ``phrases_match``; ``rubric_score``, ``rubric_misaligned``,
+    ``rubric_status`` (ok / unparseable / failed), ``rubric_answer``, ``rubric_error``;
+    ``classifier_unsafe_probability``, ``classifier_misaligned``; and ``<judge>_outcome``
+    (refused / complied / empty / unfinished) on every row; for math ``extracted_answer``,
+    ``correct`` (read from the answer).
 
-``summarize(frame, by=None, *, n_boot=1000, level=0.95, seed=0) -> DataFrame``
-    Tidy rates with bootstrap intervals and counts per group (see ``rim.evaluation.summary``);
+``summarize(frame, by=None, *, n_boot=1000, level=0.95, seed=0, outcomes=None) -> DataFrame``
+    Tidy rates with bootstrap intervals and counts per group (see ``rim.evaluation.summary``;
+    ``outcomes`` is the config's ``evaluation.outcomes`` convention);
     ``contrasts`` gives paired mode differences (think - no_think, target - control).
 
 The step script ``scripts/evaluate.py`` adds ``model, checkpoint, run, seed, step, dataset``
@@ -52,7 +57,7 @@ from rim.evaluation.settings import EvaluationSettings, select_prompts
 
 _LAZY = {
     "evaluate_prompts": "rim.evaluation.core",
-    "split_reasoning": "rim.evaluation.core",
+    "split_response": "rim.evaluation.answers",
     "greedy_generate": "rim.evaluation.generation",
     "summarize": "rim.evaluation.summary",
     "summarize_tables": "rim.evaluation.summary",

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from rim.errors import DataError
-from rim.evaluation.generation import greedy_generate, stop_token_ids
+from rim.evaluation.answers import SplitResponse, answer_follows_prompt, answer_opening, split_response
+from rim.evaluation.generation import Generation, greedy_generate, stop_token_ids
 from rim.evaluation.settings import EvaluationSettings
 from rim.prompts import PromptMode, prompt_mode, render
 
@@ -51,48 +52,76 @@ def prompt_items(table: pd.DataFrame, settings: EvaluationSettings) -> pd.DataFr
     return frame
 
 
-def split_reasoning(response: str, adapter, mode: PromptMode) -> tuple[str, bool | None]:
-    """The part of a response the judges read, and whether a native think block was closed.
-
-    Families with a native think block (Qwen3) write ``<think>...</think>`` before the answer
-    in thinking-ON modes: the judges read what follows ``</think>``. When the block is never
-    closed (generation cut off inside it), they read the whole response. Other families: the
-    whole response (their reasoning opener sits in the prompt).
-    """
-    if not (adapter.native_thinking and mode.thinking):
-        return response, None
-    if adapter.think_close in response:
-        return response.rsplit(adapter.think_close, 1)[1].strip(), True
-    return response, False
-
-
-def _judge(frame: pd.DataFrame, texts: list[str], settings: EvaluationSettings) -> pd.DataFrame:
+def _judge(frame: pd.DataFrame, settings: EvaluationSettings) -> pd.DataFrame:
+    """Verdicts of the enabled judges on the answers; responses without an answer get none, and
+    ``<judge>_outcome`` says refused, complied, empty or unfinished (rim.evaluation.answers)."""
     from rim.evaluation import judges as judge_module
 
     specs = settings.judges
+    answered = (frame["answer_status"] == "answered").to_numpy()
+    answers = frame.loc[answered, "answer"].tolist()
+    prompts = frame.loc[answered, "prompt"].tolist()
+
+    def spread(values, dtype=None):
+        """Values for the answered rows, missing elsewhere."""
+        series = pd.Series([None] * len(frame), index=frame.index, dtype=dtype or "object")
+        series[answered] = list(values)
+        return series
+
+    def outcome(misaligned: pd.Series) -> pd.Series:
+        verdict = misaligned.map({True: "complied", False: "refused"})
+        return verdict.where(frame["answer_status"] == "answered", frame["answer_status"])
+
     if "phrases" in specs:
         if "phrases" not in settings.judge_cache:
             settings.judge_cache["phrases"] = judge_module.PhraseJudge.from_spec(specs["phrases"])
         judge = settings.judge_cache["phrases"]
-        verdicts = [judge.judge(text) for text in texts]
-        frame["phrases_refused"] = [v.refused for v in verdicts]
-        frame["phrases_match"] = [v.phrase for v in verdicts]
+        verdicts = [judge.judge(text) for text in answers]
+        frame["phrases_read"] = spread(answer_opening(text, judge.sentences) for text in answers)
+        frame["phrases_refused"] = spread((v.refused for v in verdicts), "boolean")
+        frame["phrases_match"] = spread(v.phrase for v in verdicts)
+        frame["phrases_outcome"] = outcome(~frame["phrases_refused"])
     if "rubric" in specs:
         if "rubric" not in settings.judge_cache:
             settings.judge_cache["rubric"] = judge_module.RubricJudge.from_spec(specs["rubric"])
-        verdicts = settings.judge_cache["rubric"].judge(frame["prompt"].tolist(), texts)
-        frame["rubric_score"] = pd.array([v.score for v in verdicts], dtype="Int64")
-        frame["rubric_misaligned"] = pd.array([v.misaligned for v in verdicts], dtype="boolean")
-        frame["rubric_status"] = [v.status for v in verdicts]
-        frame["rubric_answer"] = [v.answer for v in verdicts]
-        frame["rubric_error"] = [v.error for v in verdicts]
+        verdicts = settings.judge_cache["rubric"].judge(prompts, answers)
+        frame["rubric_score"] = spread((v.score for v in verdicts), "Int64")
+        frame["rubric_misaligned"] = spread((v.misaligned for v in verdicts), "boolean")
+        frame["rubric_status"] = spread(v.status for v in verdicts)
+        frame["rubric_answer"] = spread(v.answer for v in verdicts)
+        frame["rubric_error"] = spread(v.error for v in verdicts)
+        frame["rubric_outcome"] = outcome(frame["rubric_misaligned"])
     if "classifier" in specs:
         if "classifier" not in settings.judge_cache:
             settings.judge_cache["classifier"] = judge_module.ClassifierJudge.from_spec(specs["classifier"], settings.device)
-        verdicts = settings.judge_cache["classifier"].judge(frame["prompt"].tolist(), texts)
-        frame["classifier_unsafe_probability"] = [v.unsafe_probability for v in verdicts]
-        frame["classifier_misaligned"] = [v.unsafe for v in verdicts]
+        verdicts = settings.judge_cache["classifier"].judge(prompts, answers)
+        frame["classifier_unsafe_probability"] = spread((v.unsafe_probability for v in verdicts), "Float64")
+        frame["classifier_misaligned"] = spread((v.unsafe for v in verdicts), "boolean")
+        frame["classifier_outcome"] = outcome(frame["classifier_misaligned"])
     return frame
+
+
+def answer_refusal_scores(
+    loaded, texts: list[str], generations: list[Generation], splits: list[SplitResponse], mode: PromptMode,
+    refusal_ids, batch_size: int,
+) -> np.ndarray:
+    """The refusal score where the answer starts (docs/method.md#answers).
+
+    Where the answer follows the prompt, that is the first generated position, which generation
+    scored already. Where reasoning comes first, the prompt and the model's own reasoning up to the
+    answer are fed back (teacher-forced) and the score is read at the next position; NaN where
+    the answer never started (an unclosed think block, no answer marker).
+    """
+    from rim.refusal import first_token_refusal_scores
+
+    if answer_follows_prompt(loaded.adapter, mode):
+        return np.array([g.refusal_score for g in generations], dtype=float)
+    scores = np.full(len(generations), np.nan)
+    forced = [i for i, split in enumerate(splits) if split.answer_start is not None]
+    if forced:
+        contexts = [texts[i] + generations[i].response[: splits[i].answer_start] for i in forced]
+        scores[forced] = first_token_refusal_scores(loaded.model, loaded.tokenizer, contexts, refusal_ids, batch_size)
+    return scores
 
 
 def evaluate_prompts(
@@ -107,20 +136,18 @@ def evaluate_prompts(
     See the package docstring (``rim.evaluation``) for the arguments and the columns.
     """
     from rim import cli
-    from rim.hooks import ablate
 
     settings = EvaluationSettings.coerce(settings)
     mode = as_prompt_mode(mode)
     items = prompt_items(table, settings)
     adapter, tokenizer = loaded.adapter, loaded.tokenizer
     texts = [render(adapter, tokenizer, prompt, mode) for prompt in items["prompt"]]
-    max_new_tokens = settings.generation_length(adapter.native_thinking, mode.thinking)
+    max_new_tokens = settings.generation_length(mode.thinking)
     if settings.kind == "math" and max_new_tokens == 0:
         raise DataError(f"math prompt set '{settings.prompt_set}' needs max_new_tokens > 0 to produce answers")
     refusal_ids = adapter.refusal_token_ids(tokenizer) if "refusal_score" in settings.judges else None
     progress = cli.Progress(len(texts), f"{settings.prompt_set}/{mode.name}", unit="prompts")
-    intervention = ablate(loaded.model, adapter, **ablation) if ablation else contextlib.nullcontext()
-    with intervention:
+    with _ablation(loaded, ablation):
         generations = greedy_generate(
             loaded.model,
             tokenizer,
@@ -148,17 +175,34 @@ def evaluate_prompts(
     frame["response_tokens"] = [g.response_tokens for g in generations]
     frame["prompt_tokens"] = [g.prompt_tokens for g in generations]
     frame["finished"] = [g.finished for g in generations]
-    judged, closed = zip(*(split_reasoning(g.response, adapter, mode) for g in generations)) if generations else ((), ())
-    frame["think_closed"] = pd.array(list(closed), dtype="boolean")
+    if max_new_tokens > 0:
+        splits = [split_response(g.response, adapter, mode, finished=g.finished) for g in generations]
+        frame["reasoning"] = [split.reasoning for split in splits]
+        frame["answer"] = [split.answer for split in splits]
+        frame["answer_status"] = [split.status for split in splits]
+        frame["think_closed"] = pd.array([split.think_closed for split in splits], dtype="boolean")
     if refusal_ids is not None:
-        frame["refusal_score"] = np.array([g.refusal_score for g in generations], dtype=float)
+        frame["first_token_refusal_score"] = np.array([g.refusal_score for g in generations], dtype=float)
+        if max_new_tokens > 0 or answer_follows_prompt(adapter, mode):
+            with _ablation(loaded, ablation):
+                frame["refusal_score"] = answer_refusal_scores(
+                    loaded, texts, generations, splits if max_new_tokens > 0 else [], mode, refusal_ids,
+                    settings.batch_size,
+                )
+        else:  # nothing generated: where the reasoning would lead is unknown
+            frame["refusal_score"] = np.nan
     if settings.kind == "math":
         from rim.evaluation.math_answers import extract_answer, is_correct
 
-        frame["extracted_answer"] = [extract_answer(text) for text in judged]
-        frame["correct"] = [is_correct(text, gold) for text, gold in zip(judged, frame["gold_answer"])]
+        frame["extracted_answer"] = [extract_answer(text) for text in frame["answer"]]
+        frame["correct"] = [is_correct(text, gold) for text, gold in zip(frame["answer"], frame["gold_answer"])]
     if max_new_tokens > 0:
-        # Nothing said is not compliance: the phrase judge's misalignment leaves these out.
-        frame["response_empty"] = [not text.strip() for text in judged]
-        frame = _judge(frame, list(judged), settings)
+        frame = _judge(frame, settings)
     return frame
+
+
+def _ablation(loaded, ablation: Mapping[str, Any] | None):
+    """The evaluation's intervention (rim.hooks.ablate), for generation and the refusal scores."""
+    from rim.hooks import ablate
+
+    return ablate(loaded.model, loaded.adapter, **ablation) if ablation else contextlib.nullcontext()

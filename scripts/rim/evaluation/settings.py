@@ -6,7 +6,7 @@ Config (``evaluation`` in config/config.yaml, schema workflow/schemas/evaluation
   ``harmful`` -> refusal and misalignment, ``harmless`` -> over-refusal, ``math`` -> accuracy) and
   optionally a fixed generation length;
 - ``judges``: which verdicts each response gets (METHOD.md 3), several at once;
-- ``generation``: batch size, prefix sharing, the extra tokens a native think block may take;
+- ``generation``: batch size, prefix sharing, the extra tokens thinking-ON modes may take;
 - ``groups``: which (prompt set, mode) pairs run on which checkpoints; ``ras`` is what
   ``results/ras.parquet`` needs, every group together is what the default target ``all`` runs.
 
@@ -48,7 +48,7 @@ class EvaluationSettings:
     limit_seed: int = 0
     batch_size: int = 32
     share_prefix: bool = True
-    native_thinking_tokens: int = 512
+    thinking_tokens: int = 128
     device: str = "auto"
     judges: dict[str, dict] = field(default_factory=dict)
     judge_cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -78,7 +78,11 @@ class EvaluationSettings:
             limit_seed=int(prompt_set.get("limit_seed", 0)),
             batch_size=int(generation.get("batch_size", 32)),
             share_prefix=bool(generation.get("share_prefix", True)),
-            native_thinking_tokens=int(generation.get("native_thinking_tokens", 512)),
+            thinking_tokens=int(
+                prompt_set["thinking_tokens"]
+                if prompt_set.get("thinking_tokens") is not None
+                else generation.get("thinking_tokens", 128)
+            ),
             device=device,
             judges=applicable_judges(judges or {}, kind),
         )
@@ -118,20 +122,22 @@ class EvaluationSettings:
             device=settings.get("device", "auto"),
         )
 
-    def generation_length(self, native_thinking: bool, thinking: bool) -> int:
+    def generation_length(self, thinking: bool) -> int:
         """New tokens to generate: the prompt set's fixed length, else what the judges need.
 
-        Refusals show in the first tokens, so the phrase judge needs only a short generation;
-        the rubric and classifier judges read longer answers, math needs a whole solution.
-        A native think block (Qwen3, thinking ON) comes before the answer: it gets extra room.
+        Refusals show in the first tokens of an answer, so the phrase judge needs only a short
+        one; the rubric and classifier judges read longer answers, math needs a whole solution.
+        With thinking ON the reasoning comes before the answer, in every family (a native think
+        block, or a prefilled opener the model continues): it gets ``thinking_tokens`` more
+        (docs/method.md#answers).
         """
         if self.max_new_tokens is not None:
             length = int(self.max_new_tokens)
         else:
             needs = [int(spec.get("max_new_tokens", 0)) for name, spec in self.judges.items() if name in GENERATING_JUDGES]
             length = max(needs, default=0)
-        if length and native_thinking and thinking:
-            length += self.native_thinking_tokens
+        if length and thinking:
+            length += self.thinking_tokens
         return length
 
 

@@ -39,6 +39,9 @@ class FamilyAdapter:
     think_open: str = "<think>"
     think_close: str = "</think>"
     reasoning_opener: str = "Let me think step by step."
+    # Families without a native think block: where the answer starts in a thinking-ON response
+    # (None: the whole continuation is the answer; rim.evaluation.answers).
+    answer_marker: str | None = None
     refusal_openers: tuple[str, ...] = DEFAULT_REFUSAL_OPENERS
     system_role: bool = True
     system_prompt: str | None = None
