@@ -2,9 +2,9 @@
 """Head-patching scan on one checkpoint (METHOD.md 5, DECISION: our scan beyond the paper).
 
 For each source/target pair in the config (e.g. thinking OFF patched into thinking ON, or the base
-model patched into this checkpoint) and every (layer, head): the change of the target's
-first-token refusal score when that head's output is taken from the source run, averaged over the
-prompts with a bootstrap interval. Methods: ``exact`` (equal to one forward pass per head, but
+model patched into this checkpoint) and every (layer, head): the change of the target's refusal
+score where its answer starts (after the model's own reasoning with thinking ON) when that head's
+output is taken from the source run, averaged over the prompts with a bootstrap interval. Methods: ``exact`` (equal to one forward pass per head, but
 only recomputing what a head can change), ``attribution`` (gradient x activation difference, one
 forward and one backward pass per batch), ``naive`` (the loop itself, for checking).
 
@@ -22,8 +22,8 @@ import pandas as pd
 from rim import cli, patching
 from rim.heads import heads_label, select_head_prompts
 from rim.models import load_model
-from rim.positions import label_prompt
-from rim.prompts import prompt_mode
+from rim.evaluation.core import answer_contexts
+from rim.prompts import prompt_mode, render
 from rim.errors import RimError
 from rim.heads_settings import patching_params
 from rim.provenance import collect, write_table
@@ -34,6 +34,19 @@ SCANS = {"exact": patching.exact_scan, "attribution": patching.attribution_scan,
 def resolve(side: dict, ckpt: str) -> str:
     """The checkpoint id a pair's side runs on."""
     return ckpt if side.get("checkpoint", "scanned") == "scanned" else "base"
+
+
+def answer_positions(source, target, users: list[str], thinking_tokens: int, batch: int):
+    """Token ids of each side, ending where its answer starts (docs/method.md#answers): the
+    prompt, plus for a thinking-ON side the model's own reasoning; the indices of the prompts
+    kept (those whose every side reaches an answer)."""
+    sides = []
+    for lm, mode in (source, target):
+        texts = [render(lm.adapter, lm.tokenizer, user, mode) for user in users]
+        sides.append((lm, answer_contexts(lm, texts, mode, thinking_tokens=thinking_tokens, batch_size=batch)))
+    kept = [i for i in range(len(users)) if all(contexts[i] is not None for _, contexts in sides)]
+    ids = [[lm.tokenizer(contexts[i], add_special_tokens=False)["input_ids"] for i in kept] for lm, contexts in sides]
+    return ids[0], ids[1], kept
 
 
 def run(step: cli.Step) -> None:
@@ -59,10 +72,18 @@ def run(step: cli.Step) -> None:
         source_lm, target_lm = models[source_ckpt], models[target_ckpt]
         source_mode = prompt_mode(spec["source"]["mode"], params["modes"][spec["source"]["mode"]])
         target_mode = prompt_mode(spec["target"]["mode"], params["modes"][spec["target"]["mode"]])
-        sources = [label_prompt(source_lm.adapter, source_lm.tokenizer, u, source_mode).input_ids for u in users]
-        targets = [label_prompt(target_lm.adapter, target_lm.tokenizer, u, target_mode).input_ids for u in users]
-        refusal = target_lm.adapter.refusal_token_ids(target_lm.tokenizer)
         positions, batch = spec["positions"], int(block["batch_size"])
+        sources, targets, kept = answer_positions(
+            (source_lm, source_mode), (target_lm, target_mode), users, int(block["thinking_tokens"]), batch
+        )
+        if not kept:
+            cli.log.warning("pair %s: no prompt reached an answer within %d tokens of reasoning, skipped",
+                            pair, block["thinking_tokens"])
+            continue
+        if len(kept) < len(users):
+            cli.log.info("pair %s: %d of %d prompts reached an answer within %d tokens of reasoning",
+                         pair, len(kept), len(users), block["thinking_tokens"])
+        refusal = target_lm.adapter.refusal_token_ids(target_lm.tokenizer)
         source_inputs = patching.head_inputs(source_lm, sources, positions, batch_size=batch)
         source_score = patching.refusal_scores(source_lm, sources, refusal, batch_size=batch)
         target_score = patching.refusal_scores(target_lm, targets, refusal, batch_size=batch)

@@ -184,3 +184,25 @@ def test_with_thinking_off_the_refusal_score_is_the_first_generated_position(qwe
         assert score == pytest.approx(oracle_refusal_score(qwen3, render(qwen3.adapter, qwen3.tokenizer, text, OFF)), abs=1e-4)
     # Thinking ON with no generation: where the reasoning would lead is unknown.
     assert evaluate_prompts(qwen3, PROMPTS, ON, settings)["refusal_score"].isna().all()
+
+
+def test_patching_reads_a_thinking_on_side_where_its_answer_starts(qwen3, monkeypatch):
+    import patch_heads
+
+    import rim.evaluation.core as core
+
+    def written(model, tokenizer, texts, **kwargs):
+        responses = [WRITTEN[next(p for p in WRITTEN if p in text)] for text in texts]
+        return [Generation(response, 0, finished, float("nan"), 0) for response, finished in responses]
+
+    monkeypatch.setattr(core, "greedy_generate", written)
+    users = PROMPTS["prompt"].tolist()
+    sources, targets, kept = patch_heads.answer_positions((qwen3, OFF), (qwen3, ON), users, thinking_tokens=16, batch=2)
+    assert [users[i] for i in kept] == ["Pick a lock.", "Make a fake ID.", "Hi"]  # "Spy on a friend." never answers
+    for i, source, target in zip(kept, sources, targets):
+        response = WRITTEN[users[i]][0]
+        upto = response[: response.index("</think>") + len("</think>\n\n")]
+        on = render(qwen3.adapter, qwen3.tokenizer, users[i], ON) + upto
+        assert target == qwen3.tokenizer(on, add_special_tokens=False)["input_ids"]
+        off = render(qwen3.adapter, qwen3.tokenizer, users[i], OFF)  # its answer follows the prompt
+        assert source == qwen3.tokenizer(off, add_special_tokens=False)["input_ids"]

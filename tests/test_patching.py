@@ -174,6 +174,7 @@ def test_patch_step_on_a_checkpoint_patches_the_base_model_in(tmp_path):
                 "base_into_checkpoint": {"source": {"mode": "no_think", "checkpoint": "base"}, "target": {"mode": "no_think", "checkpoint": "scanned"}, "positions": "all"},
             },
             "methods": ["exact", "attribution", "naive"], "head_batch": 3, "batch_size": 2, "n_boot": 100, "seed": 0,
+            "thinking_tokens": 16,
         },
         "prompt_set": {"name": "harmful", "dataset": "harmful", "kind": "harmful", "split": "eval", "limit": None},
         "modes": {"no_think": {"thinking": False}, "think": {"thinking": True}},

@@ -201,6 +201,25 @@ def evaluate_prompts(
     return frame
 
 
+def answer_contexts(
+    loaded, texts: list[str], mode: PromptMode, *, thinking_tokens: int, batch_size: int = 8
+) -> list[str | None]:
+    """Each rendered prompt followed by the model's own greedy reasoning up to where its answer
+    starts (the position a refusal score or a patch of the answer reads); None where no answer
+    starts within ``thinking_tokens``. Prompts whose answer follows at once come back as given."""
+    if answer_follows_prompt(loaded.adapter, mode):
+        return list(texts)
+    generations = greedy_generate(
+        loaded.model, loaded.tokenizer, texts, max_new_tokens=thinking_tokens, stop_ids=stop_token_ids(loaded),
+        batch_size=batch_size,
+    )
+    contexts: list[str | None] = []
+    for text, generation in zip(texts, generations):
+        split = split_response(generation.response, loaded.adapter, mode, finished=generation.finished)
+        contexts.append(None if split.answer_start is None else text + generation.response[: split.answer_start])
+    return contexts
+
+
 def _ablation(loaded, ablation: Mapping[str, Any] | None):
     """The evaluation's intervention (rim.hooks.ablate), for generation and the refusal scores."""
     from rim.hooks import ablate
