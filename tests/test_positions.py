@@ -53,3 +53,19 @@ def test_plain_family_on_mode_has_the_reasoning_opener(models):
     assert tokens_of(lm, labelled, "reasoning_opener") == "Let me think step by step."
     assert tokens_of(lm, labelled, "assistant_header").endswith("assistant\n")
     assert labelled.indices("think_span") == []
+
+
+@pytest.mark.parametrize("placement", ["after_opener", "before_opener"])
+def test_a_statement_is_labelled_wherever_the_adapter_places_it(models, placement):
+    import dataclasses
+
+    lm = models["llama"]
+    adapter = dataclasses.replace(lm.adapter, statement_placement=placement)
+    mode = PromptMode("target", True, statement="I will go with the familiar answer.")
+    prompt = adapter.render_prompt(lm.tokenizer, "Pick a lock.", mode)
+    order = [adapter.reasoning_opener, mode.statement]
+    expected = " ".join(order if placement == "after_opener" else order[::-1])
+    assert prompt.endswith(expected)
+    labelled = label_prompt(adapter, lm.tokenizer, "Pick a lock.", mode)
+    assert tokens_of(lm, labelled, "statement").strip() == mode.statement
+    assert tokens_of(lm, labelled, "reasoning_opener").strip() == adapter.reasoning_opener

@@ -104,13 +104,17 @@ def _spans(adapter: "FamilyAdapter", tokenizer, user: str, mode: "PromptMode", p
             else:
                 spans.append((open_end, len(prompt), "think_span"))
     else:
+        # The prefill: the reasoning opener and the statement, in the adapter's order.
         opener = adapter.reasoning_opener if mode.thinking else ""
-        if opener and prompt.startswith(opener, rest_start):
-            spans.append((rest_start, rest_start + len(opener), "reasoning_opener"))
-            rest_start += len(opener)
-        if mode.statement:
-            spans.append((rest_start, len(prompt), "statement"))
-    return [span for span in spans if span[1] > span[0]]
+        found = sorted(
+            (prompt.find(part, rest_start), len(part), name)
+            for part, name in [(opener, "reasoning_opener"), (mode.statement, "statement")]
+            if part and prompt.find(part, rest_start) >= 0
+        )
+        for at, length, name in found:  # each part takes the space that joins it to the previous
+            spans.append((rest_start, at + length, name))
+            rest_start = at + length
+    return sorted((span for span in spans if span[1] > span[0]), key=lambda span: span[0])
 
 
 def label_prompt(adapter: "FamilyAdapter", tokenizer, user: str, mode: "PromptMode", response: str = "") -> LabelledPrompt:

@@ -26,6 +26,7 @@ from rim.errors import ConfigError
 if TYPE_CHECKING:
     from rim.prompts import PromptMode
 
+STATEMENT_PLACEMENTS = ("after_opener", "before_opener")
 DEFAULT_REFUSAL_OPENERS = ("I", "Sorry", "I'm sorry", "I cannot", "I can't", "As an AI", "Unfortunately")
 
 
@@ -42,6 +43,10 @@ class FamilyAdapter:
     # Families without a native think block: where the answer starts in a thinking-ON response
     # (None: the whole continuation is the answer; rim.evaluation.answers).
     answer_marker: str | None = None
+    # Where a reasoning-pattern statement goes in a prefilled assistant turn: after the opener
+    # (the analogue of Qwen3's "<think>\n<statement>") or before it (the opener last, inviting
+    # the model to reason on; README: pattern statements on families without a think mode).
+    statement_placement: str = "after_opener"
     refusal_openers: tuple[str, ...] = DEFAULT_REFUSAL_OPENERS
     system_role: bool = True
     system_prompt: str | None = None
@@ -122,8 +127,13 @@ class FamilyAdapter:
             elif mode.statement:
                 text += mode.statement
             return text
-        prefill = " ".join(part for part in (self.reasoning_opener if mode.thinking else "", mode.statement) if part)
-        return text + prefill
+        opener = self.reasoning_opener if mode.thinking else ""
+        if self.statement_placement not in STATEMENT_PLACEMENTS:
+            raise ConfigError(
+                f"statement_placement {self.statement_placement!r} is not one of {', '.join(STATEMENT_PLACEMENTS)}"
+            )
+        parts = (mode.statement, opener) if self.statement_placement == "before_opener" else (opener, mode.statement)
+        return text + " ".join(part for part in parts if part)
 
     def end_of_turn(self, tokenizer) -> str:
         """The text the template puts after an assistant message (e.g. ``<|im_end|>``)."""

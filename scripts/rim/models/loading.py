@@ -35,7 +35,9 @@ EMBEDDED_MODELS = {
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Settings of a model entry that shape prompts and refusal tokens (see FamilyAdapter).
-ADAPTER_OVERRIDE_KEYS = ("system_prompt", "reasoning_opener", "answer_marker", "refusal_openers")
+ADAPTER_OVERRIDE_KEYS = (
+    "system_prompt", "reasoning_opener", "answer_marker", "statement_placement", "refusal_openers"
+)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
