@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Causal test of the refusal heads on one checkpoint (METHOD.md 5).
+"""Causal test of the refusal heads on one checkpoint (docs/method.md#5-refusal-heads).
 
 The top-k refusal heads (highest shares in refusal_heads.parquet) are zeroed -- or mean-ablated --
 during generation: their slices of the input of the attention output projection

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Align a model before the study (METHOD.md 1): teach it to refuse harmful requests.
+"""Align a model before the study (docs/method.md#1-the-phenomenon): teach it to refuse harmful requests.
 
 Supervised fine-tuning on the train split of the harmful set, each request paired with a short
 refusal, and of the harmless set (lookalikes included), each paired with its helpful answer;

@@ -3,9 +3,10 @@
 
 For the safety neurons, each random control set and all neurons: delta_safe (activations on
 harmful inputs that fell), delta_math (activations on math inputs that rose), their harmonic
-mean RAS, the arithmetic and geometric means, and the KL baseline on math inputs (METHOD.md 6).
-Beside each checkpoint: its misalignment rate, refusal rates and math accuracy from the
-evaluation tables. The normalization and the near-zero/negative handling used are columns.
+mean RAS, the arithmetic and geometric means, and the KL baseline on math inputs
+(docs/method.md#6-safety-neurons-and-ras). Beside each checkpoint: its misalignment rate, refusal
+rates and math accuracy from the evaluation tables. The normalization and the near-zero/negative
+handling used are columns.
 
 Standalone:
     python scripts/compute_ras.py --model smollm2 --sets results/neurons/smollm2/neuron_sets.parquet \\
@@ -109,7 +110,7 @@ def run(step: cli.Step) -> None:
     table = pd.DataFrame(rows)
     table = table.merge(checkpoint_metrics([str(p) for p in step.input["evals"]], ckpts, params), on="checkpoint", how="left")
     table = _with_runs(table, model, ckpts)
-    # The choices the paper leaves open, recorded beside every value (METHOD.md 6).
+    # The choices the paper leaves open, recorded beside every value (docs/method.md#6-safety-neurons-and-ras).
     chosen = {"normalization": settings.normalization, "activation_handling": settings.handling,
               "epsilon": settings.epsilon, "misalignment_judge": block["judge"]}
     for key, value in chosen.items():

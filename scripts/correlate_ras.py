@@ -5,7 +5,7 @@ results/ras.parquet: one row per (model, run, seed, step, neuron set, draw, metr
 value and the checkpoint's misalignment rate, refusal rates and math accuracy.
 results/ras_correlations.parquet: Pearson and Spearman r (two-sided p, bootstrap interval over
 checkpoints) between each metric and the misalignment rate across the checkpoints of each run,
-per seed and pooled over seeds (METHOD.md 6; the paper reports Pearson r per model).
+per seed and pooled over seeds (docs/method.md#6-safety-neurons-and-ras; the paper reports Pearson r per model).
 
 Standalone:
     python scripts/correlate_ras.py --tables results/ras/smollm2.parquet --output results/ras.parquet \\

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Refusal-head detection on one checkpoint (METHOD.md 5).
+"""Refusal-head detection on one checkpoint (docs/method.md#5-refusal-heads).
 
 Every harmful prompt runs with thinking ON and OFF; for each head, the key position that the last
 prompt token (the one predicting the first generated token) attends to most is named by its

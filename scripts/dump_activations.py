@@ -5,7 +5,7 @@ For each input set (an evaluation prompt set in one prompt mode) the model reads
 followed by its own responses, taken from the evaluation table of the same checkpoint (no
 generation here); pooled MLP neuron activations, residual states at named positions (for the
 sets named in activations.residual_inputs) and, on math inputs, the KL to the base model are
-written batch by batch to a temporary file that is renamed when complete (METHOD.md 6).
+written batch by batch to a temporary file that is renamed when complete (docs/method.md#6-safety-neurons-and-ras).
 
 Standalone (settings from the config file):
     python scripts/dump_activations.py --model smollm2 --checkpoint base \\

@@ -3,7 +3,7 @@
 
 Batched greedy generation with the enabled judges (refusal phrases, first-token refusal score,
 rubric LLM judge, local classifier) and, for math sets, exact-match accuracy. One row per prompt,
-with the full response, so every verdict can be checked by reading it (METHOD.md 1, 3).
+with the full response, so every verdict can be checked by reading it (docs/method.md#1-the-phenomenon, #3-judging).
 
 Standalone (settings from the config file):
     python scripts/evaluate.py --reference results/models/smollm2/source.json \\

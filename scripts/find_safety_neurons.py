@@ -4,7 +4,7 @@
 Reads the base model's activation dump: for every (harmful prompt, its -MI version) pair, the
 top-m neurons by f(-MI) - f(plain); the safety set A_safe is their intersection over pairs (or
 the neurons selected in at least a fraction q of pairs), and random sets of the same size are
-drawn, seeded, from the other neurons (METHOD.md 6). Writes
+drawn, seeded, from the other neurons (docs/method.md#6-safety-neurons-and-ras). Writes
 results/neurons/{model}/neuron_sets.parquet: one row per (neuron set, draw, neuron).
 
 Standalone:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune the base model on one training set with one seed (METHOD.md 4).
+"""Fine-tune the base model on one training set with one seed (docs/method.md#4-fine-tuning).
 
 LoRA (rank 32, alpha 64, rsLoRA, attention + MLP projections) or full fine-tuning, as the
 model's `finetuning` block says; AdamW with warmup and a cosine schedule; loss on the answer

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Draw one figure of the paper's analyses (METHOD.md 7) from the workflow's tidy tables.
+"""Draw one figure of the paper's analyses (docs/method.md#7-figures) from the workflow's tidy tables.
 
 Writes results/figures/<figure>.html (interactive, works offline), the static image beside it
 (.png or .svg, figures.format) and <figure>.csv, the numbers the figure plots. The figure's

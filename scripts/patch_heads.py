@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Head-patching scan on one checkpoint (METHOD.md 5, DECISION: our scan beyond the paper).
+"""Head-patching scan on one checkpoint (docs/method.md#5-refusal-heads, decision: our scan beyond the paper).
 
 For each source/target pair in the config (e.g. thinking OFF patched into thinking ON, or the base
 model patched into this checkpoint) and every (layer, head): the change of the target's refusal

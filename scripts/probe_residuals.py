@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Difference-of-means probes on the residual stream of one checkpoint (METHOD.md 5).
+"""Difference-of-means probes on the residual stream of one checkpoint (docs/method.md#5-refusal-heads).
 
 Reads the residual states that the activation dump holds (results/activations/{model}/{ckpt}.h5,
 one array [prompts, layers, positions, hidden] per input set) and fits, per prompt mode, layer and

@@ -4,8 +4,8 @@
 On the base model, each prompt set in neurons.zeroing is evaluated (rim.evaluation, the same
 generation and judges as the evaluation stage) with no intervention, with the safety neurons
 zeroed and with each of the first random control sets zeroed (rim.hooks.ablate(zero_neurons=)).
-Paper (METHOD.md 6): zeroing A_safe raises misalignment by 13.26 points and lowers math accuracy
-by 18.19, against -2.19 and -7.32 for random neurons.
+Paper (docs/method.md#6-safety-neurons-and-ras): zeroing A_safe raises misalignment by 13.26 points
+and lowers math accuracy by 18.19, against -2.19 and -7.32 for random neurons.
 
 Outputs: results/neurons/{model}/zeroing.parquet (one row per prompt and condition, every
 response kept) and zeroing_summary.parquet (rates per condition with bootstrap intervals, and

@@ -1,4 +1,7 @@
-"""Activation dumps: pooled MLP neuron activations and residual states per checkpoint (METHOD.md 5, 6).
+"""Activation dumps: pooled MLP neuron activations and residual states per checkpoint.
+
+The method: docs/method.md#5-refusal-heads (residual states, probes) and
+docs/method.md#6-safety-neurons-and-ras (neurons, KL baseline).
 
 One HDF5 file per (model, checkpoint), written by one process to a temporary name beside the
 final path and renamed only when complete, so a killed job never leaves a file that looks valid
@@ -8,10 +11,10 @@ evaluation prompt set in one prompt mode, with the model's own responses) become
 
 - ``neurons`` [n, n_layers, n_neurons]: each neuron's activation at the configured site, pooled
   over the configured tokens (default: the MLP intermediate activation, i.e. the input of the
-  down projection, max-pooled over prompt + response; METHOD.md 6);
+  down projection, max-pooled over prompt + response; docs/method.md#6-safety-neurons-and-ras);
 - ``residual`` [n, n_layers, n_positions, hidden]: the output of each decoder layer (the residual
   stream before the final norm) at named positions of ``rim.positions`` (spans averaged; NaN where
-  a prompt lacks the position), for the probes of METHOD.md 5;
+  a prompt lacks the position), for the probes of docs/method.md#5-refusal-heads;
 - for math inputs, ``kl_to_base`` [n]: KL(pi_0 || pi_t) of the next-token distributions over the
   prompt positions (the inputs x every checkpoint shares), from the base model's top-k
   log-probabilities stored in the base dump under ``kl_reference/`` (see ``rim.ras.coarse_kl``).

@@ -1,4 +1,4 @@
-"""Figures of the paper's analyses (METHOD.md 7), drawn with altair from the workflow's tidy tables.
+"""Figures of the paper's analyses (docs/method.md#7-figures), drawn with altair from the workflow's tidy tables.
 
 One public function per figure: tidy table(s) in, altair chart out. Each is built in two steps
 that ``build`` also exposes: ``<figure>_data`` turns the input tables into the tidy frame the figure
@@ -317,7 +317,7 @@ def _metric_sort_key(series: pd.Series) -> pd.Series:
 
 
 def thinking(summary: pd.DataFrame, **settings):
-    """Think ON/OFF misalignment and math accuracy per model and checkpoint, with 95% CIs (METHOD.md 7)."""
+    """Think ON/OFF misalignment and math accuracy per model and checkpoint, with 95% CIs (docs/method.md#7-figures)."""
     return build("thinking", {"summary": summary}, settings)[1]
 
 
@@ -412,7 +412,7 @@ def _ckpt_sort_key(series: pd.Series) -> pd.Series:
 
 
 def patterns(summary: pd.DataFrame, contrasts: pd.DataFrame, **settings):
-    """Pattern injection: misalignment with the control vs target self-statement (METHOD.md 7)."""
+    """Pattern injection: misalignment with the control vs target self-statement (docs/method.md#7-figures)."""
     return build("patterns", {"summary": summary, "contrasts": contrasts}, settings)[1]
 
 
@@ -606,7 +606,7 @@ def draw_training_sets(frame: pd.DataFrame, *, width: int | None = None, height:
 
 
 def training_sets(evaluations: pd.DataFrame, **settings):
-    """Change in misalignment (and math accuracy) from the base model per fine-tuning set (METHOD.md 7)."""
+    """Change in misalignment (and math accuracy) from the base model per fine-tuning set (docs/method.md#7-figures)."""
     return build("training_sets", {"evaluations": evaluations}, settings)[1]
 
 
@@ -666,7 +666,7 @@ def draw_probes(frame: pd.DataFrame, *, width: int = 200, height: int = 140, sta
 
 
 def probes(probes: pd.DataFrame, **settings):
-    """Probe score per layer and position, thinking ON and OFF (METHOD.md 7)."""
+    """Probe score per layer and position, thinking ON and OFF (docs/method.md#7-figures)."""
     return build("probes", {"probes": probes}, settings)[1]
 
 
@@ -765,7 +765,7 @@ def _first(frame: pd.DataFrame, column: str):
 
 
 def refusal_heads(refusal_heads: pd.DataFrame, **settings):
-    """Refusal-head bubble map, layer x head, per checkpoint (METHOD.md 7)."""
+    """Refusal-head bubble map, layer x head, per checkpoint (docs/method.md#7-figures)."""
     return build("refusal_heads", {"refusal_heads": refusal_heads}, settings)[1]
 
 
@@ -939,7 +939,7 @@ def draw_head_ablation(frame: pd.DataFrame, *, width: int | None = None, height:
 
 
 def head_ablation(ablation: pd.DataFrame, **settings):
-    """Effect of zeroing the top refusal heads vs random heads in the same layers (METHOD.md 5)."""
+    """Effect of zeroing the top refusal heads vs random heads in the same layers (docs/method.md#5-refusal-heads)."""
     return build("head_ablation", {"ablation": ablation}, settings)[1]
 
 
@@ -1002,7 +1002,8 @@ def draw_neuron_zeroing(frame: pd.DataFrame, *, width: int | None = None, height
 
 
 def neuron_zeroing(zeroing: pd.DataFrame, **settings):
-    """Effect of zeroing A_safe vs random neurons on misalignment and math accuracy (METHOD.md 6)."""
+    """Effect of zeroing A_safe vs random neurons on misalignment and math accuracy
+    (docs/method.md#6-safety-neurons-and-ras)."""
     return build("neuron_zeroing", {"zeroing": zeroing}, settings)[1]
 
 
@@ -1142,7 +1143,7 @@ def _tableau(n: int) -> list[str]:
 
 
 def ras(ras: pd.DataFrame, correlations: pd.DataFrame, **settings):
-    """RAS vs misalignment scatter per checkpoint, safety vs random vs all neurons vs KL (METHOD.md 7)."""
+    """RAS vs misalignment scatter per checkpoint, safety vs random vs all neurons vs KL (docs/method.md#7-figures)."""
     return build("ras", {"ras": ras, "correlations": correlations}, settings)[1]
 
 

@@ -1,4 +1,4 @@
-"""Refusal heads (METHOD.md 5): where the position predicting the first generated token looks.
+"""Refusal heads (docs/method.md#5-refusal-heads): where the position predicting the first generated token looks.
 
 For each harmful prompt, rendered with thinking ON and OFF, every head's attention from the last
 prompt token (the position that predicts the first generated token) is reduced to its argmax key
@@ -218,7 +218,7 @@ def top_refusal_heads(scores: pd.DataFrame, k: int, min_share: float = 0.0) -> l
 
 
 def random_heads_like(heads: Sequence[tuple[int, int]], num_heads: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """As many random heads per layer as ``heads`` has there, excluding ``heads`` (METHOD.md 5).
+    """As many random heads per layer as ``heads`` has there, excluding ``heads`` (docs/method.md#5-refusal-heads).
 
     Where a layer has too few other heads, the draw takes all of them (and is smaller).
     """
@@ -266,7 +266,7 @@ def mean_head_inputs(loaded, prompts: Sequence[LabelledPrompt], batch_size: int 
     return {layer: (sums[layer] / count).cpu() for layer in range(layers)}
 
 
-# ----- head ablation (METHOD.md 5, causal test) ------------------------------------------------
+# ----- head ablation (docs/method.md#5-refusal-heads, causal test) -----------------------------
 def ablation_conditions(refusal_heads: Sequence[tuple[int, int]], num_heads: int, draws: int, seed: int) -> dict[str, list[tuple[int, int]]]:
     """Condition name -> heads to ablate: ``none``, ``refusal_heads``, ``random_<i>`` per draw."""
     rng = np.random.default_rng(seed)

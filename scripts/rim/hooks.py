@@ -3,8 +3,8 @@
 One context manager adds hooks and always removes them in ``finally`` (the refusal_direction
 pattern), so an exception never leaves a model patched. Interventions read like the paper:
 ``with ablate(model, adapter, zero_heads={6: [20], 0: [11, 23]}):`` zeroes the per-head slices
-entering the attention output projection (METHOD.md 5); ``zero_neurons={layer: [channels]}``
-zeroes MLP neurons, the channels entering the down projection (METHOD.md 6).
+entering the attention output projection (docs/method.md#5-refusal-heads); ``zero_neurons={layer: [channels]}``
+zeroes MLP neurons, the channels entering the down projection (docs/method.md#6-safety-neurons-and-ras).
 """
 
 from __future__ import annotations

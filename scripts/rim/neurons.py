@@ -1,4 +1,4 @@
-"""Safety-critical neurons and random control sets (METHOD.md 6).
+"""Safety-critical neurons and random control sets (docs/method.md#6-safety-neurons-and-ras).
 
 A neuron is one channel of an MLP site in one layer, indexed (layer, neuron); arrays here hold
 neurons flattened as ``layer * n_neurons + neuron``.
@@ -241,7 +241,7 @@ def zeroing_params(config) -> dict:
     }
 
 
-# ----- the zeroing test (METHOD.md 6) --------------------------------------------------------------
+# ----- the zeroing test (docs/method.md#6-safety-neurons-and-ras) ----------------------------------
 def zeroing_conditions(sets: pd.DataFrame, random_draws: int) -> dict[str, dict | None]:
     """Condition name -> zero_neurons mapping ({layer: [neurons]}); None = no intervention."""
     from rim.hooks import units_by_layer

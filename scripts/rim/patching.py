@@ -1,4 +1,4 @@
-"""Head-patching scans (METHOD.md 5, DECISION: our scan beyond the paper).
+"""Head-patching scans (docs/method.md#5-refusal-heads, decision: our scan beyond the paper).
 
 For every (layer, head): take that head's output -- its slice of the input of the attention
 output projection -- from a *source* run (e.g. thinking OFF, or the base model) and put it into a

@@ -1,4 +1,4 @@
-"""Named regions and positions of a rendered prompt (METHOD.md 5).
+"""Named regions and positions of a rendered prompt (docs/method.md#5-refusal-heads).
 
 Refusal-head detection classifies the key position a head attends to into regions, and probes
 read the residual stream at named positions. Both come from here, for every family: the regions

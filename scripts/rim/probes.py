@@ -1,4 +1,4 @@
-"""Difference-of-means probes on the residual stream (METHOD.md 5).
+"""Difference-of-means probes on the residual stream (docs/method.md#5-refusal-heads).
 
 For layer l and a named position: d_l = mean over N calibration pairs of (x_a - x_b), where x is
 the residual stream after the layer and (a, b) are the two groups (harmful vs harmless, or

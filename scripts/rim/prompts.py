@@ -1,4 +1,4 @@
-"""Prompt modes: thinking ON/OFF and the reasoning-pattern self-statements (METHOD.md 1).
+"""Prompt modes: thinking ON/OFF and the reasoning-pattern self-statements (docs/method.md#1-the-phenomenon).
 
 A prompt mode is a named template in the config, so any model family is described without code:
 ``thinking`` switches the family's think mode on or off, and ``statement`` is the one-sentence

@@ -1,4 +1,4 @@
-"""Reciprocal activation shifts and RAS between a base model and a checkpoint (METHOD.md 6).
+"""Reciprocal activation shifts and RAS between a base model and a checkpoint (docs/method.md#6-safety-neurons-and-ras).
 
 For a neuron group G of size n, with a_0 the base model's and a_t the checkpoint's activation
 of a neuron (its pooled activation averaged over the inputs of a set):

@@ -1,4 +1,4 @@
-"""The first-token refusal score (METHOD.md 3, DECISION).
+"""The first-token refusal score (docs/method.md#3-judging, decision).
 
 score = log( p_refuse / (1 - p_refuse) ), where p_refuse is the probability mass of the family's
 refusal-opening tokens at the first generated position. Computed without generation, as

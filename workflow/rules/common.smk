@@ -184,9 +184,10 @@ def all_finetune_runs(runs=None):
 
 
 # ----- evaluation --------------------------------------------------------------------------------
-# One job per (model, checkpoint, prompt set, prompt mode) (METHOD.md 1, 3). The groups under
-# evaluation.groups say which (prompt set, mode) pairs run on which checkpoints: "ras" is what
-# results/ras.parquet needs, every group together is what the default target runs.
+# One job per (model, checkpoint, prompt set, prompt mode) (docs/method.md#1-the-phenomenon,
+# #3-judging). The groups under evaluation.groups say which (prompt set, mode) pairs run on which
+# checkpoints: "ras" is what results/ras.parquet needs, every group together is what the default
+# target runs.
 import re  # noqa: E402
 
 from rim.evaluation.settings import applicable_judges  # noqa: E402
@@ -290,8 +291,9 @@ def evaluation_judges(wildcards):
 
 
 # ----- activations, safety neurons, RAS ----------------------------------------------------------
-# One dump per (model, checkpoint) of the runs that feed RAS (METHOD.md 6); which input sets it
-# holds follows from the neurons and ras blocks (rim.activations.dump_plan).
+# One dump per (model, checkpoint) of the runs that feed RAS
+# (docs/method.md#6-safety-neurons-and-ras); which input sets it holds follows from the neurons and
+# ras blocks (rim.activations.dump_plan).
 from rim.activations import dump_plan  # noqa: E402
 from rim.neurons import zeroing_params as neurons_zeroing_params  # noqa: E402
 
@@ -414,7 +416,7 @@ def all_zeroing_targets():
 
 
 # ----- attention heads, head patching, probes ----------------------------------------------------
-# Refusal heads, their ablation, the head-patching scan and the probes (METHOD.md 5) run per
+# Refusal heads, their ablation, the head-patching scan and the probes (docs/method.md#5-refusal-heads) run per
 # checkpoint under the default target `all`; heads.checkpoints, patching.checkpoints and
 # probes.checkpoints choose which. Probes run where the dump holds the residual states they need.
 from rim import heads_settings  # noqa: E402
@@ -512,7 +514,7 @@ def training_run_settings(wildcards):
 
 
 # ----- figures and report --------------------------------------------------------------------------
-# One job per figure (METHOD.md 7), reading only the stages' tidy tables; each gets its own block
+# One job per figure (docs/method.md#7-figures), reading only the stages' tidy tables; each gets its own block
 # of `figures` (rim.figures.figure_settings), so editing one figure's block redraws that figure only.
 # A figure whose tables the config does not produce (no pattern modes, no probes...) is left out.
 from rim import figures as figure_module  # noqa: E402

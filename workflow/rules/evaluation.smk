@@ -1,6 +1,6 @@
 rule evaluate:
     # One prompt set in one prompt mode on one checkpoint: batched greedy generation, judges,
-    # first-token refusal score; one row per prompt (METHOD.md 1, 3).
+    # first-token refusal score; one row per prompt (docs/method.md#1-the-phenomenon, #3-judging).
     input:
         reference=checkpoint_reference,
         table=evaluation_dataset,

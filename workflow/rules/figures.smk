@@ -16,7 +16,7 @@ rule vega_bundle:
 
 
 rule figure_thinking:
-    # Thinking ON vs OFF: misalignment and math accuracy per checkpoint (METHOD.md 1, 7).
+    # Thinking ON vs OFF: misalignment and math accuracy per checkpoint (docs/method.md#1-the-phenomenon, #7-figures).
     input:
         summary="results/eval/summary.parquet",
         bundle=VEGA_BUNDLE,
@@ -52,7 +52,7 @@ rule figure_thinking:
 
 
 rule figure_patterns:
-    # Reasoning patterns: control vs target self-statements (METHOD.md 1, 7).
+    # Reasoning patterns: control vs target self-statements (docs/method.md#1-the-phenomenon, #7-figures).
     input:
         summary="results/eval/summary.parquet",
         contrasts="results/eval/contrasts.parquet",
@@ -89,7 +89,7 @@ rule figure_patterns:
 
 
 rule figure_training_dynamics:
-    # Misalignment, math accuracy and training loss over fine-tuning steps, per seed (METHOD.md 4).
+    # Misalignment, math accuracy and training loss over fine-tuning steps, per seed (docs/method.md#4-fine-tuning).
     input:
         summary="results/eval/summary.parquet",
         loss=loss_tables(figure_runs("training_dynamics")),
@@ -129,7 +129,7 @@ rule figure_training_dynamics:
 
 
 rule figure_training_sets:
-    # Change in misalignment from the base model per training set (METHOD.md 1, 4).
+    # Change in misalignment from the base model per training set (docs/method.md#1-the-phenomenon, #4-fine-tuning).
     input:
         evaluations=training_sets_tables,
         bundle=VEGA_BUNDLE,
@@ -165,7 +165,7 @@ rule figure_training_sets:
 
 
 rule figure_neuron_zeroing:
-    # Causal test: zeroing the safety neurons vs random neurons (METHOD.md 6).
+    # Causal test: zeroing the safety neurons vs random neurons (docs/method.md#6-safety-neurons-and-ras).
     input:
         zeroing=expand(
             "results/neurons/{model}/zeroing_summary.parquet", model=config["models"]
@@ -206,7 +206,8 @@ rule figure_neuron_zeroing:
 
 
 rule figure_ras:
-    # RAS vs misalignment across checkpoints: safety vs random vs all neurons vs KL (METHOD.md 6).
+    # RAS vs misalignment across checkpoints: safety vs random vs all neurons vs KL
+    # (docs/method.md#6-safety-neurons-and-ras).
     input:
         ras="results/ras.parquet",
         correlations="results/ras_correlations.parquet",
@@ -243,7 +244,7 @@ rule figure_ras:
 
 
 rule figure_refusal_heads:
-    # Refusal-head bubble map, layer x head, per checkpoint (METHOD.md 5).
+    # Refusal-head bubble map, layer x head, per checkpoint (docs/method.md#5-refusal-heads).
     input:
         refusal_heads=heads_figure_tables(
             "heads", "refusal_heads", "refusal_heads.parquet"
@@ -281,7 +282,7 @@ rule figure_refusal_heads:
 
 
 rule figure_head_ablation:
-    # Causal test: zeroing the refusal heads vs random heads (METHOD.md 5).
+    # Causal test: zeroing the refusal heads vs random heads (docs/method.md#5-refusal-heads).
     input:
         ablation=heads_figure_tables(
             "heads", "head_ablation", "head_ablation_summary.parquet"
@@ -322,7 +323,7 @@ rule figure_head_ablation:
 
 
 rule figure_head_patching:
-    # Head-patching heat maps, exact and attribution side by side (METHOD.md 5).
+    # Head-patching heat maps, exact and attribution side by side (docs/method.md#5-refusal-heads).
     input:
         patching=heads_figure_tables(
             "patching", "head_patching", "head_patching.parquet"
@@ -360,7 +361,7 @@ rule figure_head_patching:
 
 
 rule figure_probes:
-    # Probe score per layer and token position (METHOD.md 5).
+    # Probe score per layer and token position (docs/method.md#5-refusal-heads).
     input:
         probes=heads_figure_tables("probes", "probes", "probes.parquet"),
         bundle=VEGA_BUNDLE,

@@ -1,6 +1,6 @@
 rule detect_refusal_heads:
     # Argmax key position of the last prompt token per head, thinking ON and OFF; share of
-    # prompts whose argmax makes the refusal-head move (METHOD.md 5).
+    # prompts whose argmax makes the refusal-head move (docs/method.md#5-refusal-heads).
     input:
         reference=checkpoint_reference,
         table=heads_table("heads"),
@@ -29,7 +29,7 @@ rule detect_refusal_heads:
 
 rule ablate_refusal_heads:
     # Generation with the top-k refusal heads zeroed (or mean-ablated) vs random heads in the
-    # same layers vs no intervention: misalignment and refusal score (METHOD.md 5).
+    # same layers vs no intervention: misalignment and refusal score (docs/method.md#5-refusal-heads).
     input:
         reference=checkpoint_reference,
         heads="results/heads/{model}/{ckpt}/refusal_heads.parquet",
@@ -62,7 +62,7 @@ rule ablate_refusal_heads:
 
 rule patch_heads:
     # Head-patching scan: every (layer, head) patched from the source into the target run of
-    # each configured pair, exact and attribution (METHOD.md 5, DECISION).
+    # each configured pair, exact and attribution (docs/method.md#5-refusal-heads, decision).
     input:
         unpack(patching_inputs),
     output:
@@ -89,7 +89,7 @@ rule patch_heads:
 
 rule probe_residuals:
     # Difference-of-means probes per mode, layer and named position from the activation dump:
-    # harmful vs harmless, refused vs fulfilled (METHOD.md 5).
+    # harmful vs harmless, refused vs fulfilled (docs/method.md#5-refusal-heads).
     input:
         unpack(probe_inputs),
     output:

@@ -1,6 +1,7 @@
 rule dump_activations:
     # Pooled MLP neuron activations (and residual states, KL to base) of one checkpoint on its
-    # own evaluation responses, streamed to an HDF5 file renamed when complete (METHOD.md 6).
+    # own evaluation responses, streamed to an HDF5 file renamed when complete
+    # (docs/method.md#6-safety-neurons-and-ras).
     input:
         unpack(dump_inputs),
     output:

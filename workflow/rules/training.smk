@@ -1,5 +1,5 @@
 rule align:
-    # Alignment warm-start (METHOD.md 1), only for models whose alignment is enabled: harmful
+    # Alignment warm-start (docs/method.md#1-the-phenomenon), only for models whose alignment is enabled: harmful
     # train prompts -> refusals, harmless train prompts -> their helpful answers. The trainer's
     # resumable state lives outside the outputs (results/.training_state/align/{model}).
     input:
@@ -26,7 +26,7 @@ rule align:
 
 
 rule finetune:
-    # One fine-tuning run per (model, training set, seed) (METHOD.md 4): checkpoints at the
+    # One fine-tuning run per (model, training set, seed) (docs/method.md#4-fine-tuning): checkpoints at the
     # configured steps, the run manifest that loads them, the loss curve. The resumable state
     # lives outside the outputs (results/.training_state/finetune/{model}/{run}/seed{seed}).
     input:

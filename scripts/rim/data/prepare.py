@@ -1,4 +1,4 @@
-"""Prepare one dataset into a tidy parquet table under ``results/data/`` (METHOD.md 2).
+"""Prepare one dataset into a tidy parquet table under ``results/data/`` (docs/method.md#2-data).
 
 Two kinds of dataset, each with a fixed schema (documented in ``config/README.md``):
 
@@ -115,7 +115,7 @@ def _as_bool(source: str):
 
 
 def derive_malicious_intent(name: str, entry: Mapping, base: pd.DataFrame) -> pd.DataFrame:
-    """The "-MI" set: each harmful prompt plus its category's intent sentence (METHOD.md 2)."""
+    """The "-MI" set: each harmful prompt plus its category's intent sentence (docs/method.md#2-data)."""
     intents_entry = {"source": entry.get("intents", "embedded:intents"), "columns": entry.get("intent_columns")}
     source = describe_source(intents_entry)
     intents = map_columns(read_source(intents_entry), intents_entry, required=["category", "intent"], optional=[])

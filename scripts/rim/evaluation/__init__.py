@@ -1,8 +1,8 @@
-"""Refusal, misalignment and math evaluation (METHOD.md 1 and 3).
+"""Refusal, misalignment and math evaluation (docs/method.md#1-the-phenomenon and #3-judging).
 
 The evaluation rule runs one prompt set in one prompt mode on one checkpoint; the stages that
-test interventions (zeroing safety neurons, METHOD.md 6; zeroing refusal heads, METHOD.md 5)
-call the same code with an ablation. Stable API::
+test interventions (zeroing safety neurons, docs/method.md#6-safety-neurons-and-ras; zeroing refusal
+heads, docs/method.md#5-refusal-heads) call the same code with an ablation. Stable API::
 
     from rim.evaluation import EvaluationSettings, evaluate_prompts, select_prompts, summarize
 

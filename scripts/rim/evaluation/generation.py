@@ -1,4 +1,4 @@
-"""Batched greedy generation that records the first-token refusal score on the way (METHOD.md 3).
+"""Batched greedy generation that records the first-token refusal score on the way (docs/method.md#3-judging).
 
 Cost is what decides the design: the default run evaluates every checkpoint of every seed on a
 2-core CPU, where one forward token costs ~2.7 ms. So

@@ -1,4 +1,4 @@
-"""Final answers of math responses, compared by exact match with the gold answer (METHOD.md 3).
+"""Final answers of math responses, compared by exact match with the gold answer (docs/method.md#3-judging).
 
 Extraction: the first number after the last ``####`` (the GSM8k answer marker the fine-tuning
 data ends with); when a response has no marker, or nothing numeric follows it, the last number

@@ -5,7 +5,7 @@ Config (``evaluation`` in config/config.yaml, schema workflow/schemas/evaluation
 - ``prompt_sets.<name>``: a dataset, its split, a size limit, what it measures (``kind``:
   ``harmful`` -> refusal and misalignment, ``harmless`` -> over-refusal, ``math`` -> accuracy) and
   optionally a fixed generation length;
-- ``judges``: which verdicts each response gets (METHOD.md 3), several at once;
+- ``judges``: which verdicts each response gets (docs/method.md#3-judging), several at once;
 - ``generation``: batch size, prefix sharing, the extra tokens thinking-ON modes may take;
 - ``groups``: which (prompt set, mode) pairs run on which checkpoints; ``ras`` is what
   ``results/ras.parquet`` needs, every group together is what the default target ``all`` runs.

@@ -1,4 +1,4 @@
-"""Rates with 95% bootstrap intervals from per-prompt evaluation tables (METHOD.md 1, 3).
+"""Rates with 95% bootstrap intervals from per-prompt evaluation tables (docs/method.md#1-the-phenomenon, #3-judging).
 
 ``summarize`` turns per-prompt rows into one tidy row per (group, metric, judge):
 

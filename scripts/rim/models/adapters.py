@@ -1,7 +1,7 @@
 """Per-family adapters: the little that differs between model families.
 
-Everything else in the workflow is family-agnostic (METHOD.md 1, 5, 6; the refusal_direction
-pattern). An adapter says
+Everything else in the workflow is family-agnostic (docs/method.md#1-the-phenomenon,
+#5-refusal-heads, #6-safety-neurons-and-ras; the refusal_direction pattern). An adapter says
 - how prompts are rendered: the chat template, and how "thinking" is switched on or off
   (Qwen3's ``enable_thinking``; a prefilled reasoning opener for families without a think mode);
 - which tokens open a refusal (for the first-token refusal score);
@@ -75,7 +75,7 @@ class FamilyAdapter:
         return int(head_dim or config.hidden_size // config.num_attention_heads)
 
     def num_neurons(self, model: torch.nn.Module) -> int:
-        """Channels of the MLP intermediate activation per layer (METHOD.md 6, DECISION)."""
+        """Channels of the MLP intermediate activation per layer (docs/method.md#6-safety-neurons-and-ras, decision)."""
         return int(self.mlp_output_module(model, 0).in_features)
 
     def attention_output_name(self, layer: int) -> str:
@@ -118,7 +118,7 @@ class FamilyAdapter:
         Native think families (Qwen3): OFF puts the template's empty think block in the prompt;
         ON leaves the block to the model, and a reasoning-pattern statement is placed inside the
         opened think block. Other families: ON prefills the assistant turn with a reasoning opener
-        (METHOD.md 1), and the statement follows it.
+        (docs/method.md#1-the-phenomenon), and the statement follows it.
         """
         text = self._template(tokenizer, self._messages(user), thinking=mode.thinking, generation_prompt=True)
         if self.native_thinking:
@@ -149,7 +149,7 @@ class FamilyAdapter:
     ) -> tuple[str, str]:
         """(prompt, completion) for supervised fine-tuning with loss on the completion only.
 
-        Native think families get the reasoning inside the think block (METHOD.md 4); others get
+        Native think families get the reasoning inside the think block (docs/method.md#4-fine-tuning); others get
         it as the start of the visible answer.
         """
         from rim.prompts import PromptMode

@@ -1,4 +1,4 @@
-"""Alignment warm-start and fine-tuning with resumable checkpoints (METHOD.md 1, 4)."""
+"""Alignment warm-start and fine-tuning with resumable checkpoints (docs/method.md#1-the-phenomenon, #4-fine-tuning)."""
 
 from rim.training.examples import (
     Example,

@@ -1,4 +1,6 @@
-"""Training examples: alignment pairs, math problems, and their tokenization (METHOD.md 1, 4).
+"""Training examples: alignment pairs, math problems, and their tokenization.
+
+The method: docs/method.md#1-the-phenomenon (alignment warm-start) and docs/method.md#4-fine-tuning.
 
 An example is a user turn and the assistant's answer (with optional reasoning); it is rendered
 with the family's chat template by ``FamilyAdapter.render_training_example`` (for Qwen3-style
@@ -131,7 +133,7 @@ def alignment_examples(
 
 
 def math_examples(frame: pd.DataFrame, source: str = "math") -> list[Example]:
-    """Train rows of a math set: question -> reasoning + ``#### <answer>`` (METHOD.md 4)."""
+    """Train rows of a math set: question -> reasoning + ``#### <answer>`` (docs/method.md#4-fine-tuning)."""
     rows = _train_rows(frame, source, ["problem_id", "question", "final"])
     reasoning = rows["reasoning"].fillna("").astype(str) if "reasoning" in rows else pd.Series("", index=rows.index)
     return [

@@ -1,11 +1,11 @@
 """The two training jobs of the workflow: the alignment warm-start and a fine-tuning run.
 
-align_model (METHOD.md 1, DECISION): the embedded model refuses nothing, so the workflow first
+align_model (docs/method.md#1-the-phenomenon, decision): the embedded model refuses nothing, so the workflow first
 teaches it to refuse: supervised fine-tuning on the train split of the harmful set paired with
 short refusals and of the harmless set (including lookalikes) paired with its helpful answers.
 The result, ``aligned.json`` + ``aligned/``, is the base model every later step studies.
 
-finetune_run (METHOD.md 4): fine-tuning of the base model on one training set with one seed,
+finetune_run (docs/method.md#4-fine-tuning): fine-tuning of the base model on one training set with one seed,
 saving a loadable checkpoint at each configured step: a LoRA adapter over the base reference, or
 the full weights in half precision. ``run.json`` lists them for ``rim.models.load_model(run.json,
 step=k)``; step 0 is the base model itself (an empty entry). ``loss.parquet`` holds the curve.

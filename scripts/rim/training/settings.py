@@ -23,7 +23,7 @@ SAVE_DTYPES = ("float16", "bfloat16", "float32")
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA of METHOD.md 4: rank 32, alpha 64, rsLoRA, dropout 0, attention + MLP projections."""
+    """LoRA of docs/method.md#4-fine-tuning: rank 32, alpha 64, rsLoRA, dropout 0, attention + MLP projections."""
 
     rank: int = 32
     alpha: float = 64.0

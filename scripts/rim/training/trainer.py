@@ -1,4 +1,4 @@
-"""A small, deterministic, resumable supervised fine-tuning loop (METHOD.md 4).
+"""A small, deterministic, resumable supervised fine-tuning loop (docs/method.md#4-fine-tuning).
 
 Full fine-tuning or LoRA (peft), AdamW, warmup + cosine/linear/constant schedule, gradient
 accumulation, loss on completion tokens only. One seed drives the LoRA initialisation, the data
@@ -216,7 +216,7 @@ def _boolean_logits_masks() -> bool:
 def completion_loss(model: torch.nn.Module, batch: Batch, refusal_token_ids: Sequence[int] | None = None) -> torch.Tensor:
     """Weighted cross-entropy on the answer tokens (logits only at the predicting positions),
     plus, for flagged examples, the refusal penalty softplus(refusal log-odds) = -log(1 - p_refuse)
-    at the first answer position (an unlikelihood term, METHOD.md 1 DECISION: harmless requests,
+    at the first answer position (an unlikelihood term, docs/method.md#1-the-phenomenon, decision: harmless requests,
     lookalikes above all, must not open with a refusal)."""
     if _boolean_logits_masks():
         keep, mask = batch.predict_mask, batch.predict_mask
