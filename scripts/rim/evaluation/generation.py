@@ -12,7 +12,8 @@ Cost is what decides the design: the default run evaluates every checkpoint of e
 - the first-token refusal score (``rim.refusal.refusal_log_odds``) is read from the logits of the
   first generated position, which generation computes anyway: no extra forward pass.
 
-Greedy decoding: the argmax token at every step, as the paper's temperature-0 evaluation.
+Greedy decoding: the argmax token at every step (our decision: deterministic and cheap; the paper
+states a temperature of 0 for its judge only).
 """
 
 from __future__ import annotations
