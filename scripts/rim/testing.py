@@ -4,6 +4,10 @@ Each has a real Hugging Face config class, a byte-level BPE tokenizer trained on
 text encodes), and a chat template in the style of its family: ChatML with a default system
 prompt (SmolLM2/Llama style), ChatML with ``enable_thinking`` (Qwen3 style) and Gemma's turns
 without a system role. The whole pipeline runs on them in seconds.
+
+A random model's attention is nearly uniform, so which key a head attends to most is an accident
+of its weights; ``plant_offset_head`` gives one head a known pattern (attend to the token a fixed
+number of places back, whatever the text) for tests that need an attention head to behave.
 """
 
 from __future__ import annotations
@@ -124,8 +128,22 @@ def build_config(family: str, vocab_size: int, layers: int = 2, hidden: int = 64
     raise ValueError(f"no tiny model for family '{family}'")
 
 
-def make_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, heads: int = 4):
-    """Save a tiny random model and tokenizer of ``family`` into ``out_dir``; return the path."""
+def make_tiny_model(
+    family: str,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    offset_head: tuple[int, int] | None = None,
+    offset: int = 1,
+):
+    """Save a tiny random model and tokenizer of ``family`` into ``out_dir``; return the path.
+
+    ``offset_head=(layer, head)``: that head attends to the token ``offset`` places back
+    (``plant_offset_head``); the model then has biases on its attention projections.
+    """
     from transformers import AutoModelForCausalLM
 
     out_dir = Path(out_dir)
@@ -134,11 +152,77 @@ def make_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, layers: 
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.bos_token_id = tokenizer.bos_token_id
+    if offset_head is not None:
+        config.attention_bias = True  # the planted head's query and key are biases
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
+    if offset_head is not None:
+        plant_offset_head(model, *offset_head, offset=offset)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+@torch.no_grad()
+def plant_offset_head(model, layer: int, head: int, offset: int = 1, *, margin: float = 8.0) -> None:
+    """Make one head attend from every position to the token ``offset`` places back, whatever the text.
+
+    The head's query and key become constants on the faster half of the rotary frequencies
+    (projection weights zeroed there, biases set; the model needs ``attention_bias``), with the
+    query turned back by ``offset`` steps of each frequency. After the rotary embedding the score
+    of a key ``d`` places back is ``c * sum_i cos(theta_i * (d - offset))`` for every prompt:
+    largest at ``d = offset``, by at least ``margin`` logits over any other key within
+    ``max_position_embeddings`` (Gemma 2's logit soft-capping keeps that order, not the margin).
+    The other heads of its key-value group share its keys, so they also see constant keys on
+    those dimensions. Checked on a probe sequence before returning (RuntimeError if it fails).
+    """
+    import numpy as np
+
+    attention = model.model.layers[layer].self_attn
+    q_proj, k_proj = attention.q_proj, attention.k_proj
+    if q_proj.bias is None or k_proj.bias is None:
+        raise ValueError("plant_offset_head needs biases on the query and key projections (config.attention_bias)")
+    if getattr(attention, "q_norm", None) is not None or getattr(attention, "k_norm", None) is not None:
+        raise ValueError("plant_offset_head: a model that normalizes queries and keys (Qwen3) would undo the planted scale")
+    head_dim = attention.head_dim
+    kv_head = head // attention.num_key_value_groups
+    half = head_dim // 2
+    theta = model.model.rotary_emb.inv_freq.double().cpu().numpy()[: half // 2]  # the faster half
+    # Rotary pairs are (i, i + half): a key of (a, 0) and a query of a * (cos, -sin)(offset * theta)
+    # score a^2 * cos(theta * (d - offset)) for a key d places back.
+    distances = np.arange(model.config.max_position_embeddings)
+    profile = np.cos(np.outer(distances - offset, theta)).sum(axis=1)
+    gap = profile[offset] - np.delete(profile, offset).max()
+    if gap <= 0:
+        raise ValueError(f"plant_offset_head: rotary frequencies {theta} cannot single out offset {offset}")
+    scale = float(np.sqrt(margin / (gap * attention.scaling)))
+    q_rows = slice(head * head_dim, (head + 1) * head_dim)
+    q_proj.weight[q_rows] = 0.0
+    q_proj.bias[q_rows] = 0.0
+    for pair, angle in enumerate(offset * theta):
+        k_proj.weight[[kv_head * head_dim + pair, kv_head * head_dim + half + pair]] = 0.0
+        k_proj.bias[kv_head * head_dim + pair] = scale
+        k_proj.bias[kv_head * head_dim + half + pair] = 0.0
+        q_proj.bias[head * head_dim + pair] = scale * np.cos(angle)
+        q_proj.bias[head * head_dim + half + pair] = -scale * np.sin(angle)
+    _check_offset_head(model, layer, head, offset)
+
+
+@torch.no_grad()
+def _check_offset_head(model, layer: int, head: int, offset: int, length: int = 48) -> None:
+    previous = getattr(model.config, "_attn_implementation", None)
+    model.set_attn_implementation("eager")  # the only implementation that returns attention weights
+    try:
+        generator = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, model.config.vocab_size, (1, length), generator=generator)
+        weights = model(input_ids=ids, output_attentions=True).attentions[layer][0, head]
+    finally:
+        if previous is not None:
+            model.set_attn_implementation(previous)
+    found = weights[offset:].argmax(dim=-1)
+    expected = torch.arange(length - offset)
+    if not torch.equal(found, expected):
+        raise RuntimeError(f"the head planted at layer {layer}, head {head} does not attend {offset} tokens back")
