@@ -56,7 +56,7 @@ def test_evaluation_runs_summarizes_and_reruns_only_what_an_edit_affects(tmp_pat
         ["tiny", "base", 0, "harmful", "no_think"]
     ]
     assert (harmful["response_tokens"] <= 6).all() and harmful["refusal_score"].notna().all()
-    assert harmful["phrases_refused"].dtype == bool
+    assert harmful["phrases_refused"].dtype == "boolean"  # missing where a response has no answer
     math = pd.read_parquet(tmp_path / "results/eval/tiny/base/multiarith/no_think.parquet")
     assert len(math) == 4 and {"gold_answer", "extracted_answer", "correct"} <= set(math.columns)
     provenance = read_provenance(tmp_path / "results/eval/tiny/base/harmful/no_think.parquet")
@@ -72,7 +72,13 @@ def test_evaluation_runs_summarizes_and_reruns_only_what_an_edit_affects(tmp_pat
         ("harmful", "no_think", "mean_refusal_score"),
     } <= metrics
     rates = summary[summary["metric"].str.endswith("rate") | (summary["metric"] == "math_accuracy")]
-    assert ((rates["ci_low"] <= rates["value"]) & (rates["value"] <= rates["ci_high"])).all()
+    # Rates with no verdict are said to be undefined (NaN, n = 0), never left out; the tiny
+    # config counts the blank-line responses of its random model (unfinished) as compliance.
+    undefined = rates["value"].isna()
+    assert (rates.loc[undefined, "n"] == 0).all()
+    defined = rates[~undefined]
+    assert ((defined["ci_low"] <= defined["value"]) & (defined["value"] <= defined["ci_high"])).all()
+    assert set(defined["metric"]) >= {"unfinished_rate", "empty_rate", "math_accuracy"}
     # One mode per set here: no pairs to contrast (unit tests cover contrasts), an empty table.
     contrasts = pd.read_parquet(tmp_path / "results/eval/contrasts.parquet")
     assert contrasts.empty and {"mode_a", "mode_b", "difference", "ci_low"} <= set(contrasts.columns)

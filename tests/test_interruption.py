@@ -60,7 +60,8 @@ def interrupt_when_paused(process: subprocess.Popen, workdir: Path, step: int, s
     assert process.poll() is None, f"the run ended before the interruption:\n{process.stdout.read()[-4000:]}"
     assert marker.exists(), f"the fine-tuning job did not pause at step {step} within 900 s"
     os.killpg(process.pid, sig)
-    output, _ = process.communicate(timeout=120)
+    # Generous: on a loaded machine Snakemake may take a while to cancel and record its jobs.
+    output, _ = process.communicate(timeout=600)
     # Not asserted: Snakemake's exit status. Under load (pytest -n 2) it was once 0 although the
     # fine-tuning job was killed mid-run; what matters is checked by the callers (no run.json, a
     # saved state short of the end, no lock).

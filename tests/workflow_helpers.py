@@ -42,6 +42,9 @@ TINY_SETTINGS: dict = {
             "multistep_hard": {"limit": 4, "max_new_tokens": 12},
         },
         "generation": {"batch_size": 8},
+        # A tiny random model writes only blank lines, which have no answer (unfinished): count
+        # them as compliance so that its rates are defined and the convention reaches every rule.
+        "outcomes": {"unfinished": "complied"},
         "judges": {"phrases": {"max_new_tokens": 6}},
     },
     "heads": {"prompts": {"limit": 4}, "ablation": {"top_k": 2, "random_draws": 2, "modes": ["no_think"], "n_boot": 100}},

@@ -95,10 +95,14 @@ METRICS: tuple[tuple[str, str, str, tuple[str, ...] | None, Callable, bool], ...
 
 
 def _metrics_for(frame: pd.DataFrame, kind: str, convention: OutcomeConvention):
+    """The metrics a group of rows has. A judge that ran but gave no verdict (every response
+    empty or unfinished) still yields its rates, as NaN with n = 0: said, not left out."""
     for metric, judge, column, kinds, values, binary in METRICS:
         if column in frame and (kinds is None or kind in kinds):
             series = values(frame, convention)
-            if series.notna().any():
+            outcome = f"{judge}_outcome"
+            judged = outcome in frame and frame[outcome].notna().any()
+            if series.notna().any() or judged:
                 yield metric, judge, series, binary
 
 
