@@ -1,4 +1,4 @@
-"""One corrupt input fails its own job only: the default profile keeps going, so the other
+"""One corrupt input fails its own job only: with --keep-going the other
 checkpoints' jobs finish, and the failure names the file and how to rebuild it."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_a_corrupt_table_fails_its_checkpoint_and_the_others_finish(ras_pipeline
     # Every activation dump is rebuilt, one at a time and step 2's (which reads the corrupt table)
     # before step 4's: without keep-going the run would stop before step 4's job starts.
     result = snakemake(workdir, "--cores", "1", "--prioritize", f"{DUMPS}/gsm8k_style/seed0/step2.h5",
-                       "--forcerun", "dump_activations", "--", "results/ras.parquet", check=False)
+                       "--keep-going", "--forcerun", "dump_activations", "--", "results/ras.parquet", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-4000:]
     for finished in ("base.h5", "gsm8k_style/seed0/step4.h5"):
