@@ -61,7 +61,17 @@ def interrupt_when_paused(process: subprocess.Popen, workdir: Path, step: int, s
     assert marker.exists(), f"the fine-tuning job did not pause at step {step} within 900 s"
     os.killpg(process.pid, sig)
     # Generous: on a loaded machine Snakemake may take a while to cancel and record its jobs.
-    output, _ = process.communicate(timeout=600)
+    try:
+        output, _ = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        processes = subprocess.run(["ps", "-eo", "pid,ppid,pgid,stat,etime,args"], capture_output=True,
+                                   text=True).stdout
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        raise AssertionError(
+            f"Snakemake did not exit within 600 s of {sig.name}.\nprocesses:\n{processes}\n"
+            f"its output:\n{output[-4000:]}\nfine-tuning log:\n{finetune_log(workdir)[-3000:]}"
+        ) from None
     # Not asserted: Snakemake's exit status. Under load (pytest -n 2) it was once 0 although the
     # fine-tuning job was killed mid-run; what matters is checked by the callers (no run.json, a
     # saved state short of the end, no lock).
