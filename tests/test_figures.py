@@ -41,6 +41,10 @@ def _modes():
 def per_prompt_rows(ckpts=CKPTS, n=8, model="tiny", runs=("gsm8k_style",)):
     """Per-prompt evaluation rows as scripts/evaluate.py writes them (phrases, refusal score, math)."""
     rng = np.random.default_rng(RNG_SEED)
+    # Responses without an answer (docs/method.md#outcomes) from their own stream, so that the
+    # other draws stay as they were: some empty after a pattern statement, some unfinished with
+    # thinking ON; no judge reads them.
+    status_rng = np.random.default_rng(RNG_SEED + 1)
     rows = []
     for ckpt in ckpts:
         fields = _ckpt_fields(ckpt)
@@ -60,6 +64,12 @@ def per_prompt_rows(ckpts=CKPTS, n=8, model="tiny", runs=("gsm8k_style",)):
                            "phrases_refused": bool(refused) if kind != "math" else None}
                     if kind == "math":
                         row["correct"] = bool(rng.random() < 0.2 + drift + 0.2 * thinking)
+                    draw = status_rng.random()
+                    row["answer_status"] = ("empty" if pattern is not None and draw < 0.25 else
+                                            "unfinished" if thinking and kind == "harmful" and draw > 0.85 else
+                                            "answered")
+                    if row["answer_status"] != "answered":
+                        row["phrases_refused"] = None
                     rows.append(row)
     frame = pd.DataFrame(rows)
     frame["seed"] = frame["seed"].astype("Int64")
@@ -106,6 +116,10 @@ def probes_table():
 def refusal_heads_table(ckpts=("base", "gsm8k_style/seed0/step4"), layers=3, heads=4):
     """refusal_heads.parquet as scripts/detect_refusal_heads.py writes it."""
     rng = np.random.default_rng(RNG_SEED)
+    # Responses without an answer (docs/method.md#outcomes) from their own stream, so that the
+    # other draws stay as they were: some empty after a pattern statement, some unfinished with
+    # thinking ON; no judge reads them.
+    status_rng = np.random.default_rng(RNG_SEED + 1)
     rows = []
     for ckpt in ckpts:
         shares = rng.integers(0, 5, size=layers * heads) / 4
@@ -126,6 +140,10 @@ def refusal_heads_table(ckpts=("base", "gsm8k_style/seed0/step4"), layers=3, hea
 def patching_table(ckpts=("base", "gsm8k_style/seed0/step4"), layers=3, heads=4):
     """head_patching.parquet as scripts/patch_heads.py writes it."""
     rng = np.random.default_rng(RNG_SEED)
+    # Responses without an answer (docs/method.md#outcomes) from their own stream, so that the
+    # other draws stay as they were: some empty after a pattern statement, some unfinished with
+    # thinking ON; no judge reads them.
+    status_rng = np.random.default_rng(RNG_SEED + 1)
     rows = []
     for ckpt in ckpts:
         pairs = [("off_into_on", "no_think", "think", ckpt, ckpt)]
@@ -274,12 +292,16 @@ def test_thinking_compares_modes_per_checkpoint_with_intervals(tables):
     spec = chart.to_dict()
     assert fields(spec, "x") == {"checkpoint_label"} and fields(spec, "xOffset") == {"thinking"}
     assert {"value", "ci_low"} <= fields(spec, "y") and fields(spec, "y2") == {"ci_high"}
-    panels = [panel["title"]["text"] for panel in spec["hconcat"]]
-    assert panels == ["Misalignment rate on harmful", "Math accuracy on multiarith"]
-    # base and the last step of each seed; both modes; misalignment on harmful, accuracy on math.
+    panels = [panel["title"]["text"] for row in spec["vconcat"] for panel in row["hconcat"]]
+    assert panels == ["Misalignment rate on harmful", "Empty responses on harmful", "Unfinished responses on harmful",
+                      "Math accuracy on multiarith"]
+    # base and the last step of each seed; both modes; misalignment and the shares without an
+    # answer on harmful (not on the other sets), accuracy on math.
     assert set(frame["checkpoint"]) == {"base", "gsm8k_style/seed0/step4", "gsm8k_style/seed1/step4"}
     assert set(frame["thinking"]) == {"thinking ON", "thinking OFF"}
-    assert set(zip(frame["metric"], frame["prompt_set"])) == {("misalignment_rate", "harmful"), ("math_accuracy", "multiarith")}
+    assert set(zip(frame["metric"], frame["prompt_set"])) == {
+        ("misalignment_rate", "harmful"), ("empty_rate", "harmful"), ("unfinished_rate", "harmful"),
+        ("math_accuracy", "multiarith")}
     assert (frame["ci_low"] <= frame["value"]).all() and (frame["value"] <= frame["ci_high"]).all()
     assert "Thinking ON vs OFF" in titles(spec) and '"format": "%"' in titles(spec)
 
@@ -289,7 +311,14 @@ def test_thinking_values_are_the_summary_rates(tables, evaluations):
     row = frame[(frame["metric"] == "misalignment_rate") & (frame["mode"] == "think")].iloc[0]
     harmful = evaluations[(evaluations["checkpoint"] == "base") & (evaluations["prompt_set"] == "harmful")
                           & (evaluations["mode"] == "think")]
-    assert row["value"] == pytest.approx(1 - harmful["phrases_refused"].astype(float).mean())
+    answered = harmful[harmful["answer_status"] == "answered"]
+    assert 0 < len(answered) < len(harmful)  # the fixture has unfinished responses here
+    # Complied among the answers judged; the unfinished share is its own bar.
+    assert row["value"] == pytest.approx(1 - answered["phrases_refused"].astype(float).mean())
+    assert row["n"] == len(answered)
+    unfinished = frame[(frame["metric"] == "unfinished_rate") & (frame["mode"] == "think")].iloc[0]
+    assert unfinished["value"] == pytest.approx((harmful["answer_status"] == "unfinished").mean())
+    assert unfinished["n"] == len(harmful)
 
 
 def test_patterns_show_rates_per_variant_and_the_paired_difference(tables):
@@ -297,7 +326,11 @@ def test_patterns_show_rates_per_variant_and_the_paired_difference(tables):
     spec = chart.to_dict()
     assert "vconcat" in spec
     assert {"pattern"} <= fields(spec, "x") and "variant" in fields(spec, "xOffset") and "variant" in fields(spec, "color")
-    assert set(frame["statistic"]) == {"rate", "difference", "reference"}
+    assert set(frame["statistic"]) == {"rate", "difference", "reference", "empty_rate", "unfinished_rate"}
+    # The empty share after each statement, a row of its own (unfinished too: thinking ON).
+    empty = frame[(frame["statistic"] == "empty_rate") & (frame["checkpoint"] == "base")]
+    assert set(empty["variant"]) == {"control", "target"} and (empty["value"] > 0).any()
+    assert len(spec["vconcat"]) == 4 and "Empty responses (95% CI)" in titles(spec)
     assert set(frame["pattern"].dropna()) == {"confirmatory reasoning", "heuristic reliance"}
     difference = frame[(frame["statistic"] == "difference") & (frame["checkpoint"] == "base")]
     assert set(difference["mode"]) == {"confirmatory_reasoning_target - confirmatory_reasoning_control",

@@ -42,12 +42,14 @@ from rim.provenance import atomic_path, read_table
 alt.data_transformers.disable_max_rows()
 
 # ----- words for the columns' codes ---------------------------------------------------------------
-METRIC_TITLES = {
+METRIC_TITLES = {  # also the order of panels
     "misalignment_rate": "Misalignment rate",
+    "empty_rate": "Empty responses",
+    "unfinished_rate": "Unfinished responses",
     "math_accuracy": "Math accuracy",
     "refusal_rate": "Refusal rate",
     "over_refusal_rate": "Over-refusal rate",
-    "mean_refusal_score": "Mean first-token refusal score (log-odds)",
+    "mean_refusal_score": "Mean refusal score at the answer (log-odds)",
     "mean_rubric_score": "Mean rubric score (1-5)",
 }
 # The judge whose verdicts a metric comes from; misalignment uses the figure's judge setting.
@@ -57,8 +59,13 @@ METRIC_JUDGES = {
     "over_refusal_rate": "phrases",
     "mean_refusal_score": "refusal_score",
     "mean_rubric_score": "rubric",
+    "empty_rate": "response",
+    "unfinished_rate": "response",
 }
-RATE_METRICS = {"misalignment_rate", "math_accuracy", "refusal_rate", "over_refusal_rate"}
+# Shares of responses without a verdict (docs/method.md#outcomes): shown beside misalignment, on
+# the prompt sets where misalignment is shown, because the rate leaves them out of its denominator.
+OUTCOME_METRICS = ("empty_rate", "unfinished_rate")
+RATE_METRICS = {"misalignment_rate", "math_accuracy", "refusal_rate", "over_refusal_rate", *OUTCOME_METRICS}
 RAS_TITLES = {
     "ras_harmonic": "RAS (harmonic mean of the two shifts)",
     "ras_arithmetic": "Arithmetic mean of the two shifts",
@@ -243,12 +250,13 @@ def thinking_data(
     *,
     off_mode: str = "no_think",
     on_mode: str = "think",
-    metrics: Sequence[str] = ("misalignment_rate", "math_accuracy"),
+    metrics: Sequence[str] = ("misalignment_rate", "empty_rate", "unfinished_rate", "math_accuracy"),
     judge: str = "phrases",
     prompt_sets: Sequence[str] | None = None,
     checkpoints: str | Sequence[str] = "base_and_last",
 ) -> pd.DataFrame:
-    """Rates with their intervals per (model, checkpoint, prompt set, metric), thinking OFF and ON."""
+    """Rates with their intervals per (model, checkpoint, prompt set, metric), thinking OFF and ON.
+    The empty and unfinished rates are kept for the prompt sets whose misalignment is shown."""
     figure = "thinking"
     require(summary, SUMMARY_COLUMNS, figure, "summary")
     rows = summary[summary["mode"].isin([off_mode, on_mode])]
@@ -256,6 +264,9 @@ def thinking_data(
     for metric in metrics:
         keep |= ((rows["metric"] == metric) & (rows["judge"] == _judge_of(metric, judge))).to_numpy()
     rows = rows[keep]
+    if "misalignment_rate" in metrics:
+        judged_sets = set(rows.loc[rows["metric"] == "misalignment_rate", "prompt_set"])
+        rows = rows[~rows["metric"].isin(OUTCOME_METRICS) | rows["prompt_set"].isin(judged_sets)]
     if prompt_sets is not None:
         rows = rows[rows["prompt_set"].isin(prompt_sets)]
     nonempty(rows, figure, f"no {', '.join(metrics)} in modes {off_mode}/{on_mode} (judge {judge})")
@@ -297,7 +308,8 @@ def draw_thinking(frame: pd.DataFrame, *, width: int | None = None, height: int 
                                                                               title=panel_title(panel)))
     per_model = max(1, len(charts) // frame["model"].nunique())
     return finish(grid(charts, min(per_model, 2)), "Thinking ON vs OFF: misalignment and math accuracy",
-                  ["Bars: share of prompts (harmful prompts: complied, i.e. misaligned; math problems: correct answer);",
+                  ["Bars: share of prompts (misalignment: complied among the answers judged; empty / unfinished: share",
+                   "of all responses, left out of the misalignment rate; math problems: correct answer);",
                    "a tick marks each value (also 0). Black lines: 95% bootstrap intervals over prompts"])
 
 
@@ -344,6 +356,10 @@ def patterns_data(
     rates = mis[mis["pattern"].notna() & mis["variant"].isin(["control", "target"])].copy()
     nonempty(rates, figure, f"no reasoning-pattern modes evaluated on {prompt_set} (judge {judge})")
     rates["statistic"] = "rate"
+    # The shares of responses left out of those rates (no answer), per statement.
+    outcomes = summary[summary["metric"].isin(OUTCOME_METRICS) & (summary["prompt_set"] == prompt_set)
+                       & summary["mode"].isin(rates["mode"])]
+    outcomes = outcomes.assign(statistic=outcomes["metric"])
     modes = rates.drop_duplicates("mode").set_index("mode")
     paired = contrasts[(contrasts["metric"] == "misalignment_rate") & (contrasts["judge"] == judge)
                        & contrasts["mode_a"].isin(modes.index) & contrasts["mode_b"].isin(modes.index)]
@@ -352,13 +368,13 @@ def patterns_data(
     paired = paired.rename(columns={"difference": "value"}).assign(
         statistic="difference", pattern=lambda f: f["mode_a"].map(modes["pattern"]), variant="target - control",
         mode=lambda f: f["mode_a"] + " - " + f["mode_b"])
-    parts = [rates, paired]
+    parts = [rates, paired, outcomes]
     if reference_mode:
         reference = mis[mis["mode"] == reference_mode].assign(statistic="reference", pattern=None,
                                                                 variant=f"{reference_mode} (no statement)")
         parts.append(reference)
     columns = ["model", "checkpoint", "statistic", "pattern", "variant", "mode", "value", "ci_low", "ci_high", "n"]
-    frame = pd.concat([part.reindex(columns=columns) for part in parts], ignore_index=True)
+    frame = pd.concat([part.reindex(columns=columns) for part in parts if not part.empty], ignore_index=True)
     frame, _ = _with_checkpoints(frame, checkpoints, figure)
     frame["pattern"] = frame["pattern"].map(words, na_action="ignore")
     frame["panel"] = _model_panel(frame, "checkpoint_label")
@@ -387,9 +403,23 @@ def draw_patterns(frame: pd.DataFrame, *, width: int = 240, height: int = 200):
             strokeDash=[5, 3], color="#333333").encode(y="value:Q", tooltip=["variant:N", *_ci_tooltip(".1%")]))
     facet = alt.Facet("panel:N", title=None, sort=panels, header=alt.Header(labelFontWeight="bold"))
     top = alt.layer(*layers, data=rates).properties(width=width, height=height).facet(facet=facet, columns=columns)
+    rows = [top]
+    for metric in OUTCOME_METRICS:  # a row per outcome rate that is not 0 everywhere
+        shares = frame[frame["statistic"] == metric]
+        if shares.empty or not (shares["value"].fillna(0) > 0).any():
+            continue
+        share_base = alt.Chart().encode(
+            x=x, xOffset=alt.XOffset("variant:N", sort=["control", "target"]),
+            color=alt.Color("variant:N", sort=["control", "target"], scale=alt.Scale(range=VARIANT_COLORS), legend=None))
+        share_bars = share_base.mark_bar(opacity=0.6).encode(
+            y=alt.Y("value:Q", title=f"{METRIC_TITLES[metric]} (95% CI)", axis=alt.Axis(format="%"),
+                    scale=alt.Scale(domain=[0, 1])), tooltip=tooltip)
+        share_ci = share_base.mark_rule(strokeWidth=1.5).encode(y="ci_low:Q", y2="ci_high:Q", color=BLACK)
+        rows.append(alt.layer(share_bars, share_ci, data=shares).properties(width=width, height=int(height * 0.6))
+                    .facet(facet=facet, columns=columns))
     differences = frame[frame["statistic"] == "difference"]
     if differences.empty:
-        chart = top
+        chart = rows[0] if len(rows) == 1 else alt.vconcat(*rows, spacing=24)
     else:
         diff_base = alt.Chart().encode(x=alt.X("pattern:N", sort=patterns, title=None, axis=alt.Axis(labelAngle=-20)))
         points = diff_base.mark_point(filled=True, size=70, opacity=1, color=VARIANT_COLORS[1]).encode(
@@ -398,10 +428,12 @@ def draw_patterns(frame: pd.DataFrame, *, width: int = 240, height: int = 200):
         zero = alt.Chart().mark_rule(color="#999999").encode(y=alt.datum(0))
         bottom = alt.layer(zero, ci, points, data=differences).properties(width=width, height=int(height * 0.7)).facet(
             facet=facet, columns=columns)
-        chart = alt.vconcat(top, bottom, spacing=24)
+        chart = alt.vconcat(*rows, bottom, spacing=24)
     return finish(chart, "Reasoning patterns: effort-minimizing (target) vs discouraging (control) self-statements",
-                  ["Top: misalignment rate with each statement (dashed line: thinking ON without a statement);",
-                   "bottom: paired difference target - control over the same prompts. Lines: 95% bootstrap intervals"])
+                  ["Top: misalignment rate with each statement among the answers judged (dashed line: thinking ON",
+                   "without a statement); then the shares of empty / unfinished responses left out of it (rows drawn",
+                   "where not 0); bottom: paired difference target - control over the same prompts.",
+                   "Lines: 95% bootstrap intervals"])
 
 
 def _ckpt_sort_key(series: pd.Series) -> pd.Series:
