@@ -5,7 +5,9 @@ results/ras.parquet: one row per (model, run, seed, step, neuron set, draw, metr
 value and the checkpoint's misalignment rate, refusal rates and math accuracy.
 results/ras_correlations.parquet: Pearson and Spearman r (two-sided p, bootstrap interval over
 checkpoints) between each metric and the misalignment rate across the checkpoints of each run,
-per seed and pooled over seeds (docs/method.md#6-safety-neurons-and-ras; the paper reports Pearson r per model).
+per seed and pooled over seeds, pooled without the base model, partial on the training step, and
+the mean of the per-seed r over seeds (docs/method.md#correlation-with-misalignment; the paper
+reports Pearson r per model).
 
 Standalone:
     python scripts/correlate_ras.py --tables results/ras/smollm2.parquet --output results/ras.parquet \\

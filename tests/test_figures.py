@@ -440,7 +440,14 @@ def test_ras_panels_carry_r_p_and_ci_in_their_titles(tables, ras_tables):
                       & (pooled["metric"] == "ras_harmonic")].iloc[0]
     assert texts[0][1].startswith(f"Pearson r = {expected['r']:.2f} [{expected['ci_low']:.2f}, {expected['ci_high']:.2f}], p = ")
     assert "5 checkpoints" in texts[0][1]  # base once + 2 seeds x 2 steps
-    assert texts[1][2].startswith("mean r over 2 random draws")
+    variants = pooled[(pooled["method"] == "pearson") & (pooled["neuron_set"] == "safety")
+                      & (pooled["metric"] == "ras_harmonic")].set_index("scope")
+    assert texts[0][2] == (f"without base {variants.loc['pooled_without_base', 'r']:.2f}, "
+                           f"partial on step {variants.loc['partial_step', 'r']:.2f}")
+    mean = variants.loc["seed_mean"]
+    assert texts[0][3] == (f"mean of per-seed r = {mean['r']:.2f} [{mean['ci_low']:.2f}, {mean['ci_high']:.2f}] "
+                           "over 2 seeds")
+    assert texts[1][-1].startswith("mean r over 2 random draws")
     assert {"value", "misalignment_rate"} <= fields(spec, "x") | fields(spec, "y")
     # The base model is one point, not one per seed.
     safety = frame[frame["neuron_set"] == "safety"]

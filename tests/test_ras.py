@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from rim.errors import ConfigError
 from rim.ras import ShiftSettings, coarse_kl, delta_math, delta_safe, harmonic_mean, mean_activation, shift_metrics
@@ -191,6 +192,85 @@ def test_correlation_table_per_seed_and_pooled_with_the_base_once():
     assert pd.isna(pooled["seed"]) and pooled["against"] == "misalignment_rate"
 
 
+def test_partial_correlation_removes_what_the_step_explains():
+    from rim.stats import partial_correlation
+
+    # x and y both grow with the step and share nothing else: r is high, the partial r is ~0.
+    rng = np.random.default_rng(3)
+    step = np.repeat(np.arange(8.0), 3)
+    x = 2 * step + rng.normal(0, 1, step.size)
+    y = -step + rng.normal(0, 1, step.size)
+    assert abs(np.corrcoef(x, y)[0, 1]) > 0.8
+    result = partial_correlation(x, y, step, n_boot=200)
+    # The oracle: Pearson r of the residuals of straight-line fits on the step.
+    residual = lambda v: v - np.polyval(np.polyfit(step, v, 1), step)  # noqa: E731
+    expected = np.corrcoef(residual(x), residual(y))[0, 1]
+    assert result.r == pytest.approx(expected) and abs(result.r) < 0.5
+    # p from t on n - 3 degrees of freedom; the interval holds the estimate.
+    dof = step.size - 3
+    t = expected * np.sqrt(dof / (1 - expected**2))
+    assert result.p_value == pytest.approx(2 * stats.t.sf(abs(t), dof))
+    assert result.ci_low <= result.r <= result.ci_high and result.n == step.size
+    # A shared cause beyond the step survives: y follows x's noise too.
+    y_linked = y + (x - 2 * step)
+    assert partial_correlation(x, y_linked, step, n_boot=50).r > 0.6
+    # Spearman: the same on ranks.
+    ranked = partial_correlation(x, y_linked, step, "spearman", n_boot=50)
+    rx, ry, rz = (stats.rankdata(v) for v in (x, y_linked, step))
+    residual_rank = lambda v: v - np.polyval(np.polyfit(rz, v, 1), rz)  # noqa: E731
+    assert ranked.r == pytest.approx(np.corrcoef(residual_rank(rx), residual_rank(ry))[0, 1])
+
+
+def test_mean_correlation_over_seeds_has_a_t_interval():
+    from rim.stats import mean_correlation
+
+    rs = [0.9, 0.5, 0.7]
+    result = mean_correlation(rs)
+    half = stats.t.ppf(0.975, 2) * np.std(rs, ddof=1) / np.sqrt(3)
+    assert result.r == pytest.approx(0.7) and result.n == 3
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.7 - half, min(1.0, 0.7 + half)))
+    assert result.p_value == pytest.approx(stats.ttest_1samp(rs, 0).pvalue)
+    # Seeds that disagree in sign: the interval spans 0.
+    spread = mean_correlation([0.8, -0.6, 0.1])
+    assert spread.ci_low < 0 < spread.ci_high and spread.p_value > 0.5
+    one = mean_correlation([0.4, float("nan")])
+    assert one.r == pytest.approx(0.4) and one.n == 1 and np.isnan(one.ci_low)
+
+
+def test_correlation_table_scopes_without_base_partial_and_over_seeds():
+    import pandas as pd
+
+    from rim.ras import CORRELATION_SCOPES, correlation_table
+    from rim.stats import partial_correlation
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for seed in (0, 1, 2):
+        for step in range(0, 5):
+            checkpoint = "base" if step == 0 else f"run/seed{seed}/step{step}"
+            value = 0.0 if step == 0 else step * (1 + 0.3 * seed) + rng.normal(0, 0.5)
+            mis = 0.1 if step == 0 else 0.1 + 0.05 * step + rng.normal(0, 0.03)
+            rows.append({"model": "m", "run": "run", "seed": seed, "step": step, "checkpoint": checkpoint,
+                         "neuron_set": "safety", "draw": None, "metric": "ras_harmonic", "value": value,
+                         "misalignment_rate": mis})
+    table = pd.DataFrame(rows)
+    result = correlation_table(table, methods=("pearson",), n_boot=100)
+    assert set(result["scope"]) == set(CORRELATION_SCOPES)
+    scope = result.set_index("scope")
+    once = table.drop_duplicates("checkpoint")
+    trained = once[once["checkpoint"] != "base"]
+    without = scope.loc["pooled_without_base"]
+    assert without["n_checkpoints"] == 12 and without["n_seeds"] == 3
+    assert without["r"] == pytest.approx(np.corrcoef(trained["value"], trained["misalignment_rate"])[0, 1])
+    partial = scope.loc["partial_step"]
+    assert partial["n_checkpoints"] == 13
+    assert partial["r"] == pytest.approx(partial_correlation(once["value"], once["misalignment_rate"], once["step"]).r)
+    per_seed = result[result["scope"] == "seed"]["r"].to_numpy()
+    mean = scope.loc["seed_mean"]
+    assert mean["r"] == pytest.approx(per_seed.mean()) and mean["n_seeds"] == 3 and mean["n_checkpoints"] == 13
+    assert mean["p_value"] == pytest.approx(stats.ttest_1samp(per_seed, 0).pvalue)
+
+
 # ----- the stage in the workflow, on a tiny random model --------------------------------------------
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -239,9 +319,12 @@ def test_ras_table_from_scratch(ras_workdir):
     assert list(sizes["safety"]) == list(sizes["random"])
 
     correlations = pd.read_parquet(ras_workdir / "results/ras_correlations.parquet")
-    assert set(correlations["scope"]) == {"seed", "pooled"} and set(correlations["method"]) == {"pearson", "spearman"}
-    assert set(correlations["n_checkpoints"]) == {3}
-    assert len(correlations) == 2 * 2 * (4 * 5 + 1)  # scopes x methods x (neuron sets x metrics + KL)
+    assert set(correlations["scope"]) == {"seed", "pooled", "pooled_without_base", "partial_step", "seed_mean"}
+    assert set(correlations["method"]) == {"pearson", "spearman"}
+    n_checkpoints = correlations.groupby("scope")["n_checkpoints"].unique()
+    assert list(n_checkpoints["pooled"]) == [3] and list(n_checkpoints["pooled_without_base"]) == [2]
+    assert set(correlations["n_seeds"]) == {1}
+    assert len(correlations) == 5 * 2 * (4 * 5 + 1)  # scopes x methods x (neuron sets x metrics + KL)
 
 
 def test_dumps_and_neuron_sets(ras_workdir):

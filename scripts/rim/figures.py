@@ -1044,6 +1044,9 @@ RAS_COLUMNS = ("model", "run", "seed", "step", "checkpoint", "neuron_set", "draw
                "misalignment_rate")
 CORRELATION_COLUMNS = ("model", "run", "scope", "seed", "neuron_set", "draw", "metric", "method", "r", "p_value",
                        "ci_low", "ci_high", "n_checkpoints")
+# Scopes of rim.ras.correlation_table shown beside the pooled r, and their columns here.
+CORRELATION_VARIANTS = {"pooled_without_base": "r_without_base", "partial_step": "r_partial_step",
+                        "seed_mean": "r_seed_mean"}
 
 
 def ras_data(
@@ -1065,6 +1068,8 @@ def ras_data(
               ("all neurons", "all", metric, None), ("KL baseline", "none", "kl", None)]
     pooled = correlations[(correlations["scope"] == "pooled") & (correlations["method"] == method)]
     nonempty(pooled, figure, f"no pooled {method} correlation")
+    # The variants of docs/method.md#correlation-with-misalignment, in the panel titles.
+    variants = correlations[correlations["scope"].isin(list(CORRELATION_VARIANTS)) & (correlations["method"] == method)]
     parts = []
     for order, (panel, neuron_set, panel_metric, draw) in enumerate(panels):
         rows = ras[(ras["neuron_set"] == neuron_set) & (ras["metric"] == panel_metric)]
@@ -1084,6 +1089,13 @@ def ras_data(
             [c for c in ("r", "p_value", "ci_low", "ci_high", "n_checkpoints", "mean_r_over_draws", "n_draws") if c in corr]]
         stats = stats.rename(columns={"ci_low": "r_ci_low", "ci_high": "r_ci_high"})
         rows = rows.join(stats, on=["model", "run"])
+        mine = variants[(variants["neuron_set"] == neuron_set) & (variants["metric"] == panel_metric)]
+        if draw is not None:
+            mine = mine[mine["draw"] == draw]
+        for scope, column in CORRELATION_VARIANTS.items():
+            scoped = mine[mine["scope"] == scope].set_index(["model", "run"])
+            renamed = {"r": column, "ci_low": f"{column}_ci_low", "ci_high": f"{column}_ci_high", "n_seeds": f"{column}_n_seeds"}
+            rows = rows.join(scoped[[c for c in renamed if c in scoped]].rename(columns=renamed), on=["model", "run"])
         rows["panel"], rows["panel_order"] = panel, order
         parts.append(rows)
     if not parts:
@@ -1099,6 +1111,7 @@ def ras_data(
             "seed_label", "step", "value", "misalignment_rate", "misalignment_rate_ci_low", "misalignment_rate_ci_high",
             "method", "r", "p_value", "r_ci_low", "r_ci_high", "n_checkpoints"]
     keep += [c for c in ("mean_r_over_draws", "n_draws") if c in frame]
+    keep += [c for c in frame.columns if c.startswith(tuple(CORRELATION_VARIANTS.values()))]
     return frame[keep].sort_values(["model", "run", "panel_order", "step"]).reset_index(drop=True)
 
 
@@ -1115,6 +1128,17 @@ def correlation_title(row: Mapping, method: str = "pearson") -> list[str]:
         second = (f"{symbol} = {r:.2f} [{_num(row.get('r_ci_low'))}, {_num(row.get('r_ci_high'))}], "
                   f"p {_p(row.get('p_value'))}, {int(row['n_checkpoints'])} checkpoints")
     lines = [name, second]
+    variants = []
+    if not pd.isna(row.get("r_without_base", np.nan)):
+        variants.append(f"without base {row['r_without_base']:.2f}")
+    if not pd.isna(row.get("r_partial_step", np.nan)):
+        variants.append(f"partial on step {row['r_partial_step']:.2f}")
+    if variants:
+        lines.append(", ".join(variants))
+    if not pd.isna(row.get("r_seed_mean", np.nan)):
+        seeds = int(row.get("r_seed_mean_n_seeds") or 0)
+        lines.append(f"mean of per-seed r = {row['r_seed_mean']:.2f} [{_num(row.get('r_seed_mean_ci_low'))}, "
+                     f"{_num(row.get('r_seed_mean_ci_high'))}] over {seeds} seeds")
     if not pd.isna(row.get("mean_r_over_draws", np.nan)):
         lines.append(f"mean r over {int(row['n_draws'])} random draws = {row['mean_r_over_draws']:.2f}")
     return lines
@@ -1166,7 +1190,9 @@ def draw_ras(frame: pd.DataFrame, *, width: int = 210, height: int = 190, metric
     chart = alt.vconcat(*rows, spacing=28).resolve_scale(color="shared", shape="shared")
     return finish(chart, "RAS vs misalignment across the checkpoints of fine-tuning",
                   ["One point per checkpoint (whiskers: 95% CI of its misalignment rate; dashed: least-squares fit).",
-                   "Panel titles: correlation over the checkpoints of all seeds [95% bootstrap CI], two-sided p"])
+                   "Panel titles: correlation over the checkpoints of all seeds [95% bootstrap CI], two-sided p (these",
+                   "points are not independent); r without the base model; partial r controlling for the training step;",
+                   "the mean of the per-seed r [95% t interval over seeds], the one to quote"])
 
 
 def _tableau(n: int) -> list[str]:

@@ -212,6 +212,16 @@ def checkpoint_rows(
     return rows
 
 
+# The scopes of results/ras_correlations.parquet (docs/method.md#correlation-with-misalignment).
+CORRELATION_SCOPES = {
+    "seed": "the checkpoints of one seed, the base model as its step 0",
+    "pooled": "the checkpoints of every seed of the run, the base model once",
+    "pooled_without_base": "as pooled, without the base model (every shift is 0 there by construction)",
+    "partial_step": "as pooled, with what a line in the training step explains removed from both sides",
+    "seed_mean": "the mean of the per-seed r, with a t interval and p-value over seeds",
+}
+
+
 def correlation_table(
     table,
     *,
@@ -223,31 +233,52 @@ def correlation_table(
 ):
     """Correlation of each metric with ``against`` across the checkpoints of each run.
 
-    One row per (model, run, scope, seed, neuron set, draw, metric, method): scope ``seed`` uses the
-    checkpoints of one seed (base model as step 0 included), scope ``pooled`` those of every seed
-    of the run, with the base model counted once.
+    One row per (model, run, scope, seed, neuron set, draw, metric, method); the scopes are
+    ``CORRELATION_SCOPES``. The checkpoints of one run are autocorrelated along training and all
+    seeds share the base model, so the pooled p-values treat dependent points as independent;
+    ``seed_mean`` is the scope whose interval rests on independent replicates (the seeds).
     """
     import pandas as pd
 
-    from rim.stats import correlation
+    from rim.stats import correlation, mean_correlation, partial_correlation
 
     keys = ["model", "run", "neuron_set", "draw", "metric"]
     rows = []
 
+    def record(key, scope, seed_value, method, result, n_seeds):
+        rows.append({**dict(zip(keys, key)), "scope": scope, "seed": seed_value, "against": against,
+                     "method": method, "r": result.r, "p_value": result.p_value, "ci_low": result.ci_low,
+                     "ci_high": result.ci_high, "n_checkpoints": result.n, "n_seeds": n_seeds})
+
     def add(frame, scope, seed_value):
         for key, part in frame.groupby(keys, dropna=False, sort=True):
+            n_seeds = int(part.loc[part["checkpoint"] != "base", "seed"].nunique())
             for method in methods:
-                result = correlation(part["value"], part[against], method, n_boot=n_boot, level=level, seed=seed)
-                rows.append({**dict(zip(keys, key)), "scope": scope, "seed": seed_value, "against": against,
-                             "method": method, "r": result.r, "p_value": result.p_value, "ci_low": result.ci_low,
-                             "ci_high": result.ci_high, "n_checkpoints": result.n})
+                if scope == "partial_step":
+                    result = partial_correlation(part["value"], part[against], part["step"], method,
+                                                 n_boot=n_boot, level=level, seed=seed)
+                else:
+                    result = correlation(part["value"], part[against], method, n_boot=n_boot, level=level, seed=seed)
+                record(key, scope, seed_value, method, result, n_seeds)
 
     for seed_value, part in table.groupby("seed", sort=True):
         add(part, "seed", int(seed_value))
     pooled = table.drop_duplicates(subset=["model", "run", "checkpoint", "neuron_set", "draw", "metric"])
     add(pooled, "pooled", None)
+    add(pooled[pooled["checkpoint"] != "base"], "pooled_without_base", None)
+    add(pooled, "partial_step", None)
+    per_seed = pd.DataFrame([row for row in rows if row["scope"] == "seed"])
+    if not per_seed.empty:
+        for key, part in per_seed.groupby([*keys, "method"], dropna=False, sort=True):
+            result = mean_correlation(part["r"], key[-1], level=level)
+            checkpoints = pooled
+            for column, value in zip(keys, key[:-1]):
+                checkpoints = checkpoints[checkpoints[column].isna() if pd.isna(value) else checkpoints[column] == value]
+            rows.append({**dict(zip(keys, key[:-1])), "scope": "seed_mean", "seed": None, "against": against,
+                         "method": key[-1], "r": result.r, "p_value": result.p_value, "ci_low": result.ci_low,
+                         "ci_high": result.ci_high, "n_checkpoints": len(checkpoints), "n_seeds": result.n})
     columns = ["model", "run", "scope", "seed", "neuron_set", "draw", "metric", "against", "method", "r", "p_value",
-               "ci_low", "ci_high", "n_checkpoints"]
+               "ci_low", "ci_high", "n_checkpoints", "n_seeds"]
     result = pd.DataFrame(rows, columns=columns)
     result["seed"] = result["seed"].astype("Int64")
     result["draw"] = result["draw"].astype("Int64")

@@ -115,3 +115,71 @@ def _rowwise_pearson(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     yc = ys - ys.mean(axis=1, keepdims=True)
     r = (xc * yc).sum(axis=1) / np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
     return np.clip(r, -1.0, 1.0)
+
+
+def _ranked(values: np.ndarray, method: str) -> np.ndarray:
+    return _scipy_stats.rankdata(values, axis=-1) if method == "spearman" else values
+
+
+def _partial_from_pairwise(r_xy, r_xz, r_yz):
+    """r of x and y with z's linear part removed from both (first-order partial correlation)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (r_xy - r_xz * r_yz) / np.sqrt((1 - r_xz**2) * (1 - r_yz**2))
+    return np.clip(r, -1.0, 1.0)
+
+
+def partial_correlation(
+    x: Sequence[float], y: Sequence[float], z: Sequence[float], method: str = "pearson", *,
+    n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+) -> Correlation:
+    """r of x and y controlling for z (docs/method.md#correlation-with-misalignment): the Pearson r
+    of the residuals of x and y after a least-squares line on z (Spearman: on ranks), with the
+    two-sided t-test p-value on n - 3 degrees of freedom and a bootstrap interval over triples."""
+    x, y, z = (np.asarray(v, dtype=float) for v in (x, y, z))
+    keep = ~(np.isnan(x) | np.isnan(y) | np.isnan(z))
+    x, y, z = x[keep], y[keep], z[keep]
+    n = len(x)
+    nan = Correlation(method, float("nan"), float("nan"), float("nan"), float("nan"), n)
+    if n < 4 or min(np.ptp(x), np.ptp(y), np.ptp(z)) == 0:
+        return nan
+    xr, yr, zr = (_ranked(v, method) for v in (x, y, z))
+    pair = lambda a, b: float(_rowwise_pearson(a[None], b[None])[0])  # noqa: E731
+    r_xz, r_yz = pair(xr, zr), pair(yr, zr)
+    if abs(r_xz) >= 1 or abs(r_yz) >= 1:  # x or y is a line in z: nothing is left to correlate
+        return nan
+    r = float(_partial_from_pairwise(pair(xr, yr), r_xz, r_yz))
+    dof = n - 3
+    t = r * np.sqrt(dof / max(1e-300, 1 - r * r))
+    p = float(2 * _scipy_stats.t.sf(abs(t), dof))
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, n, (n_boot, n))
+    xs, ys, zs = x[index], y[index], z[index]
+    ok = (np.ptp(xs, axis=1) > 0) & (np.ptp(ys, axis=1) > 0) & (np.ptp(zs, axis=1) > 0)
+    xs, ys, zs = (_ranked(v[ok], method) for v in (xs, ys, zs))
+    boot = _partial_from_pairwise(_rowwise_pearson(xs, ys), _rowwise_pearson(xs, zs), _rowwise_pearson(ys, zs))
+    boot = boot[np.isfinite(boot)]
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha]) if boot.size else (float("nan"), float("nan"))
+    return Correlation(method, r, p, float(low), float(high), n)
+
+
+def mean_correlation(rs: Sequence[float], method: str = "pearson", *, level: float = 0.95) -> Correlation:
+    """The mean of per-seed correlations, with a t interval over seeds and the one-sample t-test
+    p-value against 0 (docs/method.md#correlation-with-misalignment): seeds are the independent
+    replicates, so the interval is as wide as the seeds disagree. ``n`` is the number of seeds;
+    the interval and p need at least 2 (with 2 or 3 seeds it is wide, as it should be)."""
+    rs = np.asarray(rs, dtype=float)
+    rs = rs[~np.isnan(rs)]
+    k = len(rs)
+    if k == 0:
+        return Correlation(method, float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    mean = float(rs.mean())
+    if k < 2:
+        return Correlation(method, mean, float("nan"), float("nan"), float("nan"), k)
+    spread = float(rs.std(ddof=1)) / np.sqrt(k)
+    if spread == 0:
+        return Correlation(method, mean, 0.0 if mean != 0 else 1.0, mean, mean, k)
+    quantile = float(_scipy_stats.t.ppf(0.5 + level / 2, k - 1))
+    p = float(2 * _scipy_stats.t.sf(abs(mean) / spread, k - 1))
+    low, high = max(-1.0, mean - quantile * spread), min(1.0, mean + quantile * spread)
+    return Correlation(method, mean, p, low, high, k)
