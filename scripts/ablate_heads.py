@@ -47,7 +47,8 @@ def run(step: cli.Step) -> None:
     block = params["ablation"]
     identity = {"model": wildcards["model"], "checkpoint": wildcards["ckpt"]}
     scores = read_table(step.input["heads"])
-    heads = top_refusal_heads(scores, int(block["top_k"]), float(block["min_share"]))
+    heads = top_refusal_heads(scores, int(block["top_k"]), float(block["min_share"]),
+                              keep_previous_token_heads=bool(block.get("keep_previous_token_heads", False)))
     provenance = collect({"ablation": block, "prompt_set": params["prompt_set"], "generation": params["generation"],
                           "judges": params["judges"]}, seed=block["seed"], **identity, refusal_heads=heads_label(heads))
     if not heads:

@@ -55,6 +55,11 @@ def run(step: cli.Step) -> None:
     top = top_refusal_heads(scores, 9)
     shares = scores.set_index(["layer", "head"])["share"]
     cli.log.info("top refusal heads: %s", ", ".join(f"{heads_label([h])} ({shares[h]:.2f})" for h in top) or "none moved")
+    local = scores[scores["previous_token_head"] & (scores["share"] > 0)].sort_values("rank").head(9)
+    if len(local):
+        cli.log.info("previous-token heads that move (left out of the top heads by default): %s",
+                     ", ".join(f"{heads_label([(int(l), int(h))])} ({s:.2f})"
+                               for l, h, s in zip(local["layer"], local["head"], local["share"])))
 
 
 def build_step(argv=None) -> cli.Step:

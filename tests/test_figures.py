@@ -116,10 +116,6 @@ def probes_table():
 def refusal_heads_table(ckpts=("base", "gsm8k_style/seed0/step4"), layers=3, heads=4):
     """refusal_heads.parquet as scripts/detect_refusal_heads.py writes it."""
     rng = np.random.default_rng(RNG_SEED)
-    # Responses without an answer (docs/method.md#outcomes) from their own stream, so that the
-    # other draws stay as they were: some empty after a pattern statement, some unfinished with
-    # thinking ON; no judge reads them.
-    status_rng = np.random.default_rng(RNG_SEED + 1)
     rows = []
     for ckpt in ckpts:
         shares = rng.integers(0, 5, size=layers * heads) / 4
@@ -131,7 +127,8 @@ def refusal_heads_table(ckpts=("base", "gsm8k_style/seed0/step4"), layers=3, hea
             rows.append({"layer": index // heads, "head": index % heads, "share": share, "ci_low": max(0.0, share - 0.25),
                          "ci_high": min(1.0, share + 0.25), "n_moved": int(share * 4), "n_prompts": 4,
                          "share_on_in_region": 0.5, "share_off_in_region": 0.5, "top_region_on": "reasoning_opener",
-                         "top_region_off": "assistant_header", "median_distance_on": 3.0, "median_distance_off": 2.0,
+                         "top_region_off": "assistant_header", "median_distance_on": 1.0 if index == 0 else 3.0,
+                         "median_distance_off": 1.0 if index == 0 else 2.0,
                          "on_mode": "think", "off_mode": "no_think", "on_regions": "reasoning_opener",
                          "off_regions": "assistant_header", "rank": int(rank[index]), "model": "tiny", "checkpoint": ckpt})
     return pd.DataFrame(rows)
@@ -140,10 +137,6 @@ def refusal_heads_table(ckpts=("base", "gsm8k_style/seed0/step4"), layers=3, hea
 def patching_table(ckpts=("base", "gsm8k_style/seed0/step4"), layers=3, heads=4):
     """head_patching.parquet as scripts/patch_heads.py writes it."""
     rng = np.random.default_rng(RNG_SEED)
-    # Responses without an answer (docs/method.md#outcomes) from their own stream, so that the
-    # other draws stay as they were: some empty after a pattern statement, some unfinished with
-    # thinking ON; no judge reads them.
-    status_rng = np.random.default_rng(RNG_SEED + 1)
     rows = []
     for ckpt in ckpts:
         pairs = [("off_into_on", "no_think", "think", ckpt, ckpt)]
@@ -383,6 +376,9 @@ def test_refusal_heads_bubble_map_sizes_by_share_and_labels_the_top_heads(tables
     assert frame.groupby("checkpoint")["top"].sum().le(2).all()
     assert "no head showed the move" not in titles(spec)  # every panel has a head that moved
     assert "lies on the reasoning opener with thinking ON and on the assistant header with thinking OFF" in titles(spec)
+    # L0-H0 reads the previous token in both modes (the fixture's distances 1 and 1): marked.
+    flagged = frame[frame["previous_token_head"]]
+    assert set(flagged["head_label"]) == {"L0-H0 \u2020"} and "previous-token head" in titles(spec)
 
 
 def test_a_checkpoint_without_refusal_heads_says_so(tables):
@@ -676,7 +672,13 @@ def test_the_planted_head_makes_the_refusal_head_move_on_every_prompt(planted_mo
     scores = refusal_head_scores(argmax, "think", "no_think", move, n_boot=50)
     row = scores.set_index(["layer", "head"]).loc[PLANTED_HEAD]
     assert row["share"] == 1.0 and row["n_moved"] == len(users)
-    assert PLANTED_HEAD in top_refusal_heads(scores, TINY_SETTINGS["heads"]["ablation"]["top_k"])
+    # It is a previous-token head: flagged, left out of the ablated heads by default, and kept by
+    # the tiny test config (keep_previous_token_heads), whose pipeline needs a head to ablate.
+    assert row["previous_token_head"]
+    assert PLANTED_HEAD not in top_refusal_heads(scores, TINY_SETTINGS["heads"]["ablation"]["top_k"])
+    ablation = TINY_SETTINGS["heads"]["ablation"]
+    assert ablation["keep_previous_token_heads"]
+    assert PLANTED_HEAD in top_refusal_heads(scores, ablation["top_k"], keep_previous_token_heads=True)
 
 
 @pytest.mark.slow

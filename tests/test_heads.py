@@ -97,6 +97,31 @@ def test_a_head_attending_to_its_own_position_does_not_move_unless_asked():
     assert refusal_head_scores(table, "think", "no_think", move, count_query_token=True, n_boot=200)["share"].tolist() == [1.0]
 
 
+def test_previous_token_heads_are_flagged_and_left_out_of_the_top_heads_unless_kept():
+    # A hand-built attention pattern of one layer, 4 prompts, thinking ON (query at 20) and OFF
+    # (query at 30). Head 0 attends to the token just before the query in both modes and so
+    # "moves" on every prompt as the last token changes region; head 1 moves on 3 prompts from
+    # 3 tokens back; head 2 reads the previous token only with thinking ON (median distances 1
+    # and 2), so it is not a previous-token head.
+    move = RegionMove(("reasoning_opener",), ("assistant_header",))
+    rows = []
+    for prompt in range(4):
+        pid = f"p{prompt}"
+        rows += [(pid, "think", 0, 0, "reasoning_opener", 19, 20), (pid, "no_think", 0, 0, "assistant_header", 29, 30),
+                 (pid, "think", 0, 1, "reasoning_opener" if prompt < 3 else "user", 17, 20),
+                 (pid, "no_think", 0, 1, "assistant_header", 27, 30),
+                 (pid, "think", 0, 2, "reasoning_opener" if prompt < 2 else "user", 19, 20),
+                 (pid, "no_think", 0, 2, "assistant_header", 28, 30)]
+    table = pd.DataFrame(rows, columns=["prompt_id", "mode", "layer", "head", "key_region", "key_position", "query_position"])
+    scores = refusal_head_scores(table, "think", "no_think", move, n_boot=50).set_index("head")
+    assert scores["share"].tolist() == [1.0, 0.75, 0.5]
+    assert scores["previous_token_head"].tolist() == [True, False, False]
+    assert (scores.loc[2, "median_distance_on"], scores.loc[2, "median_distance_off"]) == (1, 2)
+    ranked = scores.reset_index()
+    assert top_refusal_heads(ranked, k=2) == [(0, 1), (0, 2)]
+    assert top_refusal_heads(ranked, k=2, keep_previous_token_heads=True) == [(0, 0), (0, 1)]
+
+
 def test_region_move_follows_the_family_think_mode(models):
     assert region_move(models["qwen3"].adapter, MOVE) == RegionMove(("assistant_header",), ("think_span",))
     assert region_move(models["llama"].adapter, MOVE) == RegionMove(("reasoning_opener",), ("assistant_header",))

@@ -47,7 +47,10 @@ TINY_SETTINGS: dict = {
         "outcomes": {"unfinished": "complied"},
         "judges": {"phrases": {"max_new_tokens": 6}},
     },
-    "heads": {"prompts": {"limit": 4}, "ablation": {"top_k": 2, "random_draws": 2, "modes": ["no_think"], "n_boot": 100}},
+    # keep_previous_token_heads: the planted head of rim.testing (make_tiny_model(offset_head=...))
+    # is a previous-token head, and the pipeline needs a head to ablate.
+    "heads": {"prompts": {"limit": 4}, "ablation": {"top_k": 2, "random_draws": 2, "modes": ["no_think"], "n_boot": 100,
+                                                  "keep_previous_token_heads": True}},
     "patching": {"prompts": {"limit": 3}, "head_batch": 8, "n_boot": 100},
     "probes": {"folds": 2, "min_items": 2, "n_boot": 100},
     # A tiny model has 2 x 128 neurons: a small m, and neurons kept by half the pairs.

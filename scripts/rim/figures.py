@@ -717,13 +717,18 @@ def refusal_heads_data(
     require(refusal_heads, HEAD_COLUMNS, figure, "refusal_heads")
     rows, _ = _with_checkpoints(refusal_heads, checkpoints, figure)
     rows["head_label"] = "L" + rows["layer"].astype(str) + "-H" + rows["head"].astype(str)
+    # Tables written before the flag existed have no previous_token_head column: derive it.
+    if "previous_token_head" not in rows and {"median_distance_on", "median_distance_off"} <= set(rows):
+        rows["previous_token_head"] = (rows["median_distance_on"] == 1) & (rows["median_distance_off"] == 1)
+    rows["previous_token_head"] = rows.get("previous_token_head", pd.Series(False, index=rows.index)).fillna(False).astype(bool)
+    rows.loc[rows["previous_token_head"], "head_label"] += " \u2020"
     rows["top"] = (rows["rank"] <= label_top) & (rows["share"] > 0)
     rows["label_side"] = ""
     for _, panel in rows.groupby(["model", "checkpoint"], sort=False):
         rows.loc[panel.index, "label_side"] = _label_sides(panel)
     rows["panel"] = _model_panel(rows.assign(panel=rows["checkpoint_label"]), "panel")
     keep = ["model", "checkpoint", "checkpoint_label", "panel", "layer", "head", "head_label", "share", "ci_low", "ci_high",
-            "n_moved", "n_prompts", "rank", "top", "label_side"]
+            "n_moved", "n_prompts", "rank", "top", "label_side", "previous_token_head"]
     keep += [c for c in ("on_mode", "off_mode", "on_regions", "off_regions") if c in rows]
     return rows[keep].reset_index(drop=True)
 
@@ -760,8 +765,9 @@ def draw_refusal_heads(frame: pd.DataFrame, *, width: int | None = None, height:
     tooltip = [alt.Tooltip("head_label:N", title="head"), alt.Tooltip("share:Q", format=".0%"),
                alt.Tooltip("ci_low:Q", title="95% CI low", format=".0%"), alt.Tooltip("ci_high:Q", title="95% CI high", format=".0%"),
                alt.Tooltip("n_moved:Q", title="prompts that moved"), alt.Tooltip("n_prompts:Q", title="prompts"),
-               alt.Tooltip("rank:Q")]
+               alt.Tooltip("rank:Q"), alt.Tooltip("previous_token_head:N", title="previous-token head")]
     bubbles = alt.Chart().mark_circle(stroke="#333333", strokeWidth=0.3).encode(
+        opacity=alt.condition(alt.datum.previous_token_head, alt.value(0.35), alt.value(1.0)),
         x=x, y=y,
         size=alt.Size("share:Q", title="Share of prompts", scale=alt.Scale(domain=[0, 1], range=[0, 260]),
                       legend=alt.Legend(format="%", values=[0.25, 0.5, 0.75, 1.0])),
@@ -789,7 +795,9 @@ def draw_refusal_heads(frame: pd.DataFrame, *, width: int | None = None, height:
             else "moves between thinking ON and OFF")
     return finish(chart, "Refusal heads: where the position that predicts the first answer token looks",
                   [f"Bubble size and colour: share of harmful prompts whose attention argmax {move}",
-                   "Labels: the top heads by share (L<layer>-H<head>), left out where neighbouring bubbles leave no room"])
+                   "Labels: the top heads by share (L<layer>-H<head>), left out where neighbouring bubbles leave no room;",
+                   "\u2020 and pale: previous-token head (argmax 1 token back in both modes: it moves by construction),",
+                   "left out of the ablated heads by default"])
 
 
 def _first(frame: pd.DataFrame, column: str):

@@ -204,6 +204,7 @@ def refusal_head_scores(
             }
         )
     scores = pd.DataFrame(rows)
+    scores["previous_token_head"] = previous_token_heads(scores)
     scores["on_mode"], scores["off_mode"] = on_mode, off_mode
     scores["on_regions"], scores["off_regions"] = "/".join(move.on_regions), "/".join(move.off_regions)
     scores = scores.sort_values(["share", "layer", "head"], ascending=[False, True, True], kind="stable")
@@ -211,9 +212,23 @@ def refusal_head_scores(
     return scores.sort_values(["layer", "head"]).reset_index(drop=True)
 
 
-def top_refusal_heads(scores: pd.DataFrame, k: int, min_share: float = 0.0) -> list[tuple[int, int]]:
-    """The k heads with the highest share (above ``min_share``), as (layer, head) by rank."""
-    chosen = scores[scores["share"] > min_share].sort_values("rank").head(k)
+def previous_token_heads(scores: pd.DataFrame) -> pd.Series:
+    """Heads whose argmax is, on the median prompt, the token just before the query in both modes
+    (docs/method.md#5-refusal-heads). Such a head "moves" whenever the last prompt token changes
+    region, as the prefilled opener makes it for families without a think mode: a move by
+    construction, not a decision about refusing."""
+    return (scores["median_distance_on"] == 1) & (scores["median_distance_off"] == 1)
+
+
+def top_refusal_heads(
+    scores: pd.DataFrame, k: int, min_share: float = 0.0, *, keep_previous_token_heads: bool = False
+) -> list[tuple[int, int]]:
+    """The k heads with the highest share (above ``min_share``), as (layer, head) by rank;
+    previous-token heads are left out unless ``keep_previous_token_heads``."""
+    chosen = scores[scores["share"] > min_share]
+    if not keep_previous_token_heads:
+        chosen = chosen[~previous_token_heads(chosen)]
+    chosen = chosen.sort_values("rank").head(k)
     return [(int(layer), int(head)) for layer, head in zip(chosen["layer"], chosen["head"])]
 
 
