@@ -216,7 +216,12 @@ def previous_token_heads(scores: pd.DataFrame) -> pd.Series:
     """Heads whose argmax is, on the median prompt, the token just before the query in both modes
     (docs/method.md#5-refusal-heads). Such a head "moves" whenever the last prompt token changes
     region, as the prefilled opener makes it for families without a think mode: a move by
-    construction, not a decision about refusing."""
+    construction, not a decision about refusing. A scores table without the distances (written
+    by hand, or before they existed) flags no head."""
+    if "previous_token_head" in scores:
+        return scores["previous_token_head"].fillna(False).astype(bool)
+    if not {"median_distance_on", "median_distance_off"} <= set(scores.columns):
+        return pd.Series(False, index=scores.index)
     return (scores["median_distance_on"] == 1) & (scores["median_distance_off"] == 1)
 
 
