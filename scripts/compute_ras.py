@@ -4,7 +4,8 @@
 For the safety neurons, each random control set and all neurons: delta_safe (activations on
 harmful inputs that fell), delta_math (activations on math inputs that rose), their harmonic
 mean RAS, the arithmetic and geometric means, and the KL baseline on math inputs
-(docs/method.md#6-safety-neurons-and-ras). Beside each checkpoint: its misalignment rate, refusal
+(docs/method.md#6-safety-neurons-and-ras), for each variant of the inputs under ras.inputs (column
+``inputs``: own_response, base_response, prompt_only; docs/method.md#ras-inputs). Beside each checkpoint: its misalignment rate, refusal
 rates and math accuracy from the evaluation tables. The normalization and the near-zero/negative
 handling used are columns.
 
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rim import cli
-from rim.activations import read_input_set
+from rim.activations import RAS_INPUTS, read_input_set
 from rim.errors import DataError, RimError
 from rim.neurons import flat_index
 from rim.provenance import collect, read_table, write_table
@@ -42,11 +43,24 @@ def neuron_groups(sets: pd.DataFrame, n_neurons: int) -> list[NeuronGroup]:
     return groups + [NeuronGroup("all", None, None)]
 
 
-def set_activations(path: str, entry: dict) -> tuple[list[str], np.ndarray, float]:
-    """Prompt ids, flat mean activation per neuron, and mean KL to base of one input set."""
-    data = read_input_set(path, entry["prompt_set"], entry["mode"])
-    kl = float(np.nanmean(data.kl_to_base)) if data.kl_to_base is not None else float("nan")
-    return data.prompt_ids, mean_activation(data.neurons).ravel(), kl
+def set_activations(path: str, entry: dict, inputs: str) -> tuple[list[str], np.ndarray]:
+    """Prompt ids and flat mean activation per neuron of one input set, read as the ``inputs``
+    variant says (rim.activations.RAS_INPUTS; docs/method.md#ras-inputs)."""
+    prompt_only = inputs == "prompt_only"
+    data = read_input_set(path, entry["prompt_set"], entry["mode"], responses="base" if inputs == "base_response" else "own",
+                          neurons=not prompt_only, prompt_neurons=prompt_only)
+    return data.prompt_ids, mean_activation(data.prompt_neurons if prompt_only else data.neurons).ravel()
+
+
+def mean_kl(path: str, entry: dict, kl_positions: str) -> float:
+    """Mean KL to the base model over the math inputs: on the base model's responses
+    (teacher-forced) for kl_positions answer, else on the prompts of the own-response set."""
+    data = read_input_set(path, entry["prompt_set"], entry["mode"], neurons=False,
+                          responses="base" if kl_positions == "answer" else "own")
+    if data.kl_to_base is None:
+        raise DataError(f"no kl_to_base in the input set {entry['prompt_set']}/{entry['mode']} "
+                        f"(activations.kl_positions: {kl_positions})", source=path)
+    return float(np.nanmean(data.kl_to_base))
 
 
 def checkpoint_metrics(paths: list[str], ckpts: list[str], params: dict) -> pd.DataFrame:
@@ -91,21 +105,29 @@ def run(step: cli.Step) -> None:
             "under 'training.runs') selects no run with seeds and checkpoint steps"
         )
     sets = read_table(step.input["sets"])
-    safe_ids, safe_base, _ = set_activations(dumps[0], block["safety_inputs"])
-    math_ids, math_base, _ = set_activations(dumps[0], block["math_inputs"])
+    variants = list(block.get("inputs") or RAS_INPUTS)
+    kl_positions = params["activations"].get("kl_positions", "answer")
+    base = {variant: (set_activations(dumps[0], block["safety_inputs"], variant),
+                      set_activations(dumps[0], block["math_inputs"], variant)) for variant in variants}
     n_neurons = read_input_set(dumps[0], block["safety_inputs"]["prompt_set"], block["safety_inputs"]["mode"], neurons=False).attrs["n_neurons"]
     groups = neuron_groups(sets, int(n_neurons))
-    cli.log.info("%d checkpoints; neuron sets: %s", len(ckpts), ", ".join(sorted({g.name for g in groups})))
+    cli.log.info("%d checkpoints; neuron sets: %s; inputs: %s; KL on %s positions", len(ckpts),
+                 ", ".join(sorted({g.name for g in groups})), ", ".join(variants), kl_positions)
     rows = []
     progress = cli.Progress(len(ckpts), "ras", unit="checkpoints")
     for ckpt, path in zip(ckpts, dumps):
-        ids, safe, _ = set_activations(path, block["safety_inputs"])
-        ids_math, math, kl = set_activations(path, block["math_inputs"])
-        for name, base_ids, these in (("safety", safe_ids, ids), ("math", math_ids, ids_math)):
-            if sorted(base_ids) != sorted(these):
-                raise DataError(f"the {name} inputs of {ckpt} are not the base model's prompts", source=path)
-        for row in checkpoint_rows(groups, safe_base, safe, math_base, math, kl, settings):
-            rows.append({"checkpoint": ckpt, **row})
+        kl = mean_kl(path, block["math_inputs"], kl_positions)
+        for variant in variants:
+            (safe_ids, safe_base), (math_ids, math_base) = base[variant]
+            ids, safe = set_activations(path, block["safety_inputs"], variant)
+            ids_math, math = set_activations(path, block["math_inputs"], variant)
+            for name, base_ids, these in (("safety", safe_ids, ids), ("math", math_ids, ids_math)):
+                if sorted(base_ids) != sorted(these):  # the mean over prompts needs the same prompts, any order
+                    raise DataError(f"the {name} inputs of {ckpt} ({variant}) are not the base model's prompts", source=path)
+            # The KL does not depend on the variant: its rows repeat, so that each variant's rows
+            # are a whole RAS table.
+            for row in checkpoint_rows(groups, safe_base, safe, math_base, math, kl, settings):
+                rows.append({"checkpoint": ckpt, "inputs": variant, **row})
         progress.update()
     table = pd.DataFrame(rows)
     table = table.merge(checkpoint_metrics([str(p) for p in step.input["evals"]], ckpts, params), on="checkpoint", how="left")
@@ -116,6 +138,7 @@ def run(step: cli.Step) -> None:
     for key, value in chosen.items():
         table[key] = value
     table["site"], table["pooling"] = params["activations"]["site"], params["activations"]["pooling"]
+    table["tokens"], table["kl_positions"] = params["activations"].get("tokens", "user_and_response"), kl_positions
     write_table(table, step.output["table"], collect({"ras": block, "activations": params["activations"]}, model=model, checkpoints=ckpts))
     _log_summary(table)
 
@@ -135,21 +158,21 @@ def _with_runs(table: pd.DataFrame, model: str, ckpts: list[str]) -> pd.DataFram
         parts.append(table[table["checkpoint"] == ckpt].assign(run=run, seed=seed, step=step))
     out = pd.concat(parts, ignore_index=True)
     out.insert(0, "model", model)
-    front = ["model", "run", "seed", "step", "checkpoint", "neuron_set", "draw", "set_size", "metric", "value"]
+    front = ["model", "run", "seed", "step", "checkpoint", "inputs", "neuron_set", "draw", "set_size", "metric", "value"]
     out = out[front + [c for c in out.columns if c not in front]]
     out["seed"] = out["seed"].astype("Int64")
     out["draw"] = out["draw"].astype("Int64")
-    return out.sort_values(["run", "seed", "step", "neuron_set", "draw", "metric"], kind="stable").reset_index(drop=True)
+    return out.sort_values(["run", "seed", "step", "inputs", "neuron_set", "draw", "metric"], kind="stable").reset_index(drop=True)
 
 
 def _log_summary(table: pd.DataFrame) -> None:
     last = table[table["step"] == table["step"].max()]
-    for (run, seed), part in last.groupby(["run", "seed"]):
+    for (run, seed, inputs), part in last.groupby(["run", "seed", "inputs"]):
         value = part.set_index(["neuron_set", "metric"])["value"]
         random = part[(part["neuron_set"] == "random") & (part["metric"] == "ras_harmonic")]["value"].mean()
         cli.log.info(
-            "%s seed %s step %d: RAS safety %.4g, random (mean) %.4g, all %.4g, KL %.4g, misalignment %.3f",
-            run, seed, int(part["step"].iloc[0]), value.get(("safety", "ras_harmonic"), np.nan), random,
+            "%s seed %s step %d, %s: RAS safety %.4g, random (mean) %.4g, all %.4g, KL %.4g, misalignment %.3f",
+            run, seed, int(part["step"].iloc[0]), inputs, value.get(("safety", "ras_harmonic"), np.nan), random,
             value.get(("all", "ras_harmonic"), np.nan), value.get(("none", "kl"), np.nan), part["misalignment_rate"].iloc[0],
         )
 

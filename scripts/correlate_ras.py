@@ -38,7 +38,10 @@ def run(step: cli.Step) -> None:
 def _log_headline(correlations: pd.DataFrame) -> None:
     """r(RAS safety) vs r(RAS random, mean over draws) vs r(KL), Pearson, per seed and pooled."""
     pearson = correlations[correlations["method"] == "pearson"]
-    for (model, run, scope, seed), part in pearson.groupby(["model", "run", "scope", "seed"], dropna=False, sort=True):
+    if "inputs" not in pearson:
+        pearson = pearson.assign(inputs="own_response")
+    for (model, run, inputs, scope, seed), part in pearson.groupby(["model", "run", "inputs", "scope", "seed"], dropna=False,
+                                                                    sort=True):
         def r_of(neuron_set, metric="ras_harmonic"):
             rows = part[(part["neuron_set"] == neuron_set) & (part["metric"] == metric)]
             return rows["r"].mean() if len(rows) else float("nan")
@@ -46,8 +49,9 @@ def _log_headline(correlations: pd.DataFrame) -> None:
         safety = part[(part["neuron_set"] == "safety") & (part["metric"] == "ras_harmonic")]
         p = safety["p_value"].iloc[0] if len(safety) else float("nan")
         cli.log.info(
-            "%s %s %s%s: Pearson r(RAS safety) %.3f (p %.3g), r(RAS random, mean of draws) %.3f, r(RAS all) %.3f, r(KL) %.3f",
-            model, run, scope, "" if pd.isna(seed) else f" {seed}", r_of("safety"), p, r_of("random"), r_of("all"), r_of("none", "kl"),
+            "%s %s (%s) %s%s: Pearson r(RAS safety) %.3f (p %.3g), r(RAS random, mean of draws) %.3f, r(RAS all) %.3f, "
+            "r(KL) %.3f",
+            model, run, inputs, scope, "" if pd.isna(seed) else f" {seed}", r_of("safety"), p, r_of("random"), r_of("all"), r_of("none", "kl"),
         )
 
 

@@ -3,7 +3,8 @@
 
 For each input set (an evaluation prompt set in one prompt mode) the model reads its prompts
 followed by its own responses, taken from the evaluation table of the same checkpoint (no
-generation here); pooled MLP neuron activations, residual states at named positions (for the
+generation here), and for the RAS inputs also followed by the base model's responses, from the
+base model's evaluation table (the fixed-token variant); pooled MLP neuron activations, residual states at named positions (for the
 sets named in activations.residual_inputs) and, on math inputs, the KL to the base model are
 written batch by batch to a temporary file that is renamed when complete (docs/method.md#6-safety-neurons-and-ras).
 
@@ -53,6 +54,7 @@ def read_input_set(item: dict, max_examples: int | None) -> InputSet:
         kl=bool(item["kl"]),
         response_source=item["responses"],
         dataset=item["dataset"],
+        responses_from=item.get("responses_from", "own"),
     )
 
 

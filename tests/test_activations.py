@@ -103,13 +103,15 @@ def test_round_trip_with_attributes(lm, tmp_path):
     assert data.residual.shape == (5, n_layers, 3, lm.model.config.hidden_size)
     assert data.attrs["site"] == "mlp_intermediate" and data.attrs["pooling"] == "max"
     assert json.loads(data.attrs["positions"]) == ["end_of_turn", "assistant_header", "last"]
-    assert data.attrs["n_examples"] == 5 and data.attrs["tokens"] == "prompt_and_response"
+    assert data.attrs["n_examples"] == 5 and data.attrs["tokens"] == "user_and_response"
+    assert data.attrs["responses"] == "own" and data.attrs["kl_positions"] == "answer"
     assert data.file_attrs["model"] == "tiny" and data.file_attrs["checkpoint"] == "base"
     assert data.file_attrs["run"] == "" and data.file_attrs["step"] == 0 and data.file_attrs["complete"]
     assert json.loads(data.file_attrs["provenance"])["config"] == {"site": "mlp_intermediate"}
     with h5py.File(path) as handle:
         neurons = handle["harmful/no_think/neurons"]
         assert neurons.chunks[0] == 2 and neurons.compression == "gzip"
+        assert handle["harmful/no_think/neurons_prompt"].shape == neurons.shape
         assert "residual" not in handle["math/no_think"]
         assert "kl_reference" in handle["math/no_think"] and "kl_reference" not in handle["harmful/no_think"]
 
@@ -123,18 +125,21 @@ def test_neurons_are_pooled_site_inputs(lm, tmp_path, pooling, tokens, share_pre
     settings = DumpSettings(batch_size=2, neuron_dtype="float32", pooling=pooling, tokens=tokens, share_prefix=share_prefix)
     sets = [harmful_set()]
     path = dump(lm, sets, tmp_path / "a.h5", settings)
-    data = read_input_set(path, "harmful", "no_think")
+    data = read_input_set(path, "harmful", "no_think", prompt_neurons=True)
     examples = encode_examples(lm.adapter, lm.tokenizer, sets[0], settings)
     # The system prompt and turn header are shared: the prefix that runs once.
     assert shared_prefix_length(examples) == examples[0].user_start > 5
+    pool = (lambda v: v.max(dim=0).values) if pooling == "max" else (lambda v: v.mean(dim=0))
     for layer in (0, lm.adapter.num_layers(lm.model) - 1):
         for example in examples:
             seen, _ = direct_pass(lm, example.input_ids, site_name=lm.adapter.mlp_output_name(layer))
-            start, end = example.pooled_span(tokens)
-            values = seen["site"][start:end]
-            expected = (values.max(dim=0).values if pooling == "max" else values.mean(dim=0)).numpy()
+            # The pooled tokens from the start the setting names; the prompt part alone (RAS
+            # inputs prompt_only) stops where the response begins.
+            start = 0 if tokens == "prompt_and_response" else example.user_start
             row = data.prompt_ids.index(f"h-{example.index}")
-            np.testing.assert_allclose(data.neurons[row, layer], expected, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(data.neurons[row, layer], pool(seen["site"][start:]).numpy(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(data.prompt_neurons[row, layer], pool(seen["site"][start : example.prompt_length]).numpy(),
+                                       rtol=1e-4, atol=1e-5)
 
 
 def test_response_tokens_and_mean_pooling(lm, tmp_path):
@@ -185,9 +190,10 @@ def test_residual_states_at_named_positions(lm, tmp_path):
     assert np.isnan(data.residual[:, :, positions.index("think_span")]).all()
 
 
-def test_kl_to_base_is_zero_for_the_base_and_exact_with_full_top_k(lm, other_lm, tmp_path):
+@pytest.mark.parametrize("where", ["answer", "prompt"])
+def test_kl_to_base_is_zero_for_the_base_and_exact_with_full_top_k(lm, other_lm, tmp_path, where):
     vocab = lm.model.config.vocab_size
-    settings = DumpSettings(batch_size=2, neuron_dtype="float32", kl_top_k=vocab)
+    settings = DumpSettings(batch_size=2, neuron_dtype="float32", kl_top_k=vocab, kl_positions=where)
     base = dump(lm, [math_set()], tmp_path / "base.h5", settings, write_kl_reference=True)
     np.testing.assert_allclose(read_input_set(base, "math", "no_think").kl_to_base, 0.0, atol=1e-6)
     reference = read_kl_reference(base, "math", "no_think")
@@ -196,7 +202,12 @@ def test_kl_to_base_is_zero_for_the_base_and_exact_with_full_top_k(lm, other_lm,
     data = read_input_set(checkpoint, "math", "no_think")
     examples = encode_examples(lm.adapter, lm.tokenizer, math_set(), settings)
     for example in examples:
-        start, end = example.kl_span("prompt")
+        # The oracle's positions, written out: with answer, those whose next token is one of the
+        # (teacher-forced) response's tokens; with prompt, from the user's text to the end of the prompt.
+        start, end = ((example.prompt_length - 1, example.length - 1) if where == "answer"
+                      else (example.user_start, example.prompt_length))
+        assert end - start == (len(example.input_ids) - example.prompt_length if where == "answer"
+                               else example.prompt_length - example.user_start)
         _, base_logits = direct_pass(lm, example.input_ids)
         _, ckpt_logits = direct_pass(other_lm, example.input_ids)
         p = torch.log_softmax(base_logits[start:end].double(), -1)
@@ -329,3 +340,49 @@ def test_killed_dump_never_leaves_a_readable_file(lm, reference, tmp_path):
     dump(lm, [harmful_set()], output)
     assert open_dump(output).attrs["complete"]
     assert [p.name for p in output.parent.iterdir()] == ["step10.h5"]
+
+
+def test_base_responses_are_teacher_forced_into_the_checkpoint(lm, other_lm, tmp_path):
+    """The fixed-token variant of RAS (docs/method.md#ras-inputs): the checkpoint reads the base
+    model's responses; its activations are those of one forward pass of the checkpoint over
+    prompt + that response, stored beside the own-response set under its own group."""
+    own_responses = ["Sure: first you...", "No.", "A secret is a secret.", "Hello there!", "Gravity pulls."]
+    ids = [f"h-{i}" for i in range(len(PROMPTS))]
+    own = InputSet("harmful", OFF, ids, PROMPTS, own_responses)
+    fixed = InputSet("harmful", OFF, ids, PROMPTS, RESPONSES, responses_from="base")
+    settings = DumpSettings(batch_size=2, neuron_dtype="float32")
+    path = dump(other_lm, [own, fixed], tmp_path / "ckpt.h5", settings)
+    assert sorted(input_set_names(path)) == ["harmful/no_think", "harmful/no_think@base_responses"]
+    data = read_input_set(path, "harmful", "no_think", responses="base")
+    assert data.attrs["responses"] == "base"
+    examples = encode_examples(other_lm.adapter, other_lm.tokenizer, fixed, settings)
+    layer = 1
+    for example in examples:
+        seen, _ = direct_pass(other_lm, example.input_ids, site_name=other_lm.adapter.mlp_output_name(layer))
+        row = data.prompt_ids.index(f"h-{example.index}")
+        expected = seen["site"][example.user_start :].max(dim=0).values.numpy()
+        np.testing.assert_allclose(data.neurons[row, layer], expected, rtol=1e-4, atol=1e-5)
+    # The prompt part is the same whoever wrote the response; the pooled whole is not.
+    own_data = read_input_set(path, "harmful", "no_think", prompt_neurons=True)
+    fixed_data = read_input_set(path, "harmful", "no_think", responses="base", prompt_neurons=True)
+    order = [own_data.prompt_ids.index(pid) for pid in fixed_data.prompt_ids]
+    np.testing.assert_allclose(own_data.prompt_neurons[order], fixed_data.prompt_neurons, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(own_data.neurons[order], fixed_data.neurons)
+
+
+def test_dump_plan_reads_the_base_models_responses_for_the_fixed_token_sets():
+    from rim.activations import dump_plan
+
+    from workflow_helpers import default_config
+
+    config = default_config()
+    plan = {(item["prompt_set"], item["responses_from"]): item for item in dump_plan(config, "smollm2", "gsm8k_style/seed0/step30")}
+    harmful, math = config["ras"]["safety_inputs"]["prompt_set"], config["ras"]["math_inputs"]["prompt_set"]
+    assert plan[(harmful, "own")]["responses"] == "results/eval/smollm2/gsm8k_style/seed0/step30/harmful/no_think.parquet"
+    assert plan[(harmful, "base")]["responses"] == "results/eval/smollm2/base/harmful/no_think.parquet"
+    # KL on answer positions (the default): on the base model's responses to the math prompts.
+    assert plan[(math, "base")]["kl"] and not plan[(math, "own")]["kl"]
+    prompt_positions = dict(config, activations={**config["activations"], "kl_positions": "prompt"},
+                            ras={**config["ras"], "inputs": ["own_response", "prompt_only"]})
+    plan = dump_plan(prompt_positions, "smollm2", "gsm8k_style/seed0/step30")
+    assert {item["responses_from"] for item in plan} == {"own"} and [item["kl"] for item in plan if item["prompt_set"] == math] == [True]

@@ -450,6 +450,25 @@ def test_ras_panels_carry_r_p_and_ci_in_their_titles(tables, ras_tables):
     assert (safety["checkpoint"] == "base").sum() == 1 and len(safety) == 5
 
 
+def test_ras_draws_a_row_per_variant_of_its_inputs(ras_tables):
+    table, _ = ras_tables
+    # Two variants of RAS's inputs: the fixed-token one with its own values.
+    fixed = table.assign(inputs="base_response", value=table["value"] * 0.5)
+    both = pd.concat([table.assign(inputs="own_response"), fixed], ignore_index=True)
+    correlations = correlation_table(both, n_boot=50)
+    assert set(correlations["inputs"]) == {"own_response", "base_response"}
+    frame, chart = figures.build("ras", {"ras": both, "correlations": correlations}, {})
+    spec = chart.to_dict()
+    labels = [row["title"]["text"] for row in spec["vconcat"]]
+    assert labels == ["tiny, fine-tuned on gsm8k_style; activations on prompt + each checkpoint's own response",
+                      "tiny, fine-tuned on gsm8k_style; activations on prompt + the base model's response (fixed tokens)"]
+    fixed_safety = frame[(frame["inputs"] == "base_response") & (frame["neuron_set"] == "safety")]
+    own_safety = frame[(frame["inputs"] == "own_response") & (frame["neuron_set"] == "safety")]
+    assert np.allclose(fixed_safety["value"].to_numpy(), own_safety["value"].to_numpy() * 0.5)
+    only, _ = figures.build("ras", {"ras": both, "correlations": correlations}, {"inputs": ["base_response"]})
+    assert set(only["inputs"]) == {"base_response"}
+
+
 def test_public_functions_return_the_built_chart(tables):
     chart = figures.refusal_heads(tables["refusal_heads"]["refusal_heads"], checkpoints="base")
     assert chart.to_dict()["title"]["text"].startswith("Refusal heads")

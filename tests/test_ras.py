@@ -307,12 +307,21 @@ def test_ras_table_from_scratch(ras_workdir):
     assert set(table["neuron_set"]) == {"safety", "random", "all", "none"}
     assert set(table["metric"]) == {"ras_harmonic", "ras_arithmetic", "ras_geometric", "delta_safe", "delta_math", "kl"}
     assert sorted(table["seed"].unique()) == [0] and sorted(table["step"].unique()) == [0, 2, 4]
-    # Per checkpoint: 5 metrics for safety, each of the 2 random draws and all neurons, plus KL.
-    assert table.groupby(["seed", "step"]).size().eq(4 * 5 + 1).all()
+    # Per checkpoint and variant of the inputs: 5 metrics for safety, each of the 2 random draws
+    # and all neurons, plus KL.
+    assert set(table["inputs"]) == {"own_response", "base_response", "prompt_only"}
+    assert table.groupby(["seed", "step", "inputs"]).size().eq(4 * 5 + 1).all()
+    assert set(table["tokens"]) == {"user_and_response"} and set(table["kl_positions"]) == {"answer"}
     base = table[table["step"] == 0]
     assert (base["value"].abs() < 1e-6).all()  # the base model against itself
     tuned = table[(table["step"] == 4) & (table["metric"] == "kl")]
-    assert (tuned["value"] > 0).all()
+    assert (tuned["value"] > 0).all() and tuned["value"].nunique() == 1  # the same KL in every variant
+    # Without the responses the shifts differ (the tiny models write the same blank lines before
+    # and after fine-tuning, so own and base responses are the same tokens here; the
+    # teacher-forced reading is checked in tests/test_activations.py).
+    shifts = table[(table["step"] == 4) & (table["neuron_set"] == "all") & (table["metric"] == "delta_math")]
+    shifts = shifts.set_index("inputs")["value"]
+    assert shifts["prompt_only"] != shifts["own_response"]
     assert table["misalignment_rate"].between(0, 1).all() and table["math_accuracy"].between(0, 1).all()
     assert set(table["normalization"]) == {"group"} and set(table["activation_handling"]) == {"exclude"}
     sizes = table[table["neuron_set"].isin(["safety", "random"])].groupby("neuron_set")["set_size"].unique()
@@ -323,17 +332,29 @@ def test_ras_table_from_scratch(ras_workdir):
     assert set(correlations["method"]) == {"pearson", "spearman"}
     n_checkpoints = correlations.groupby("scope")["n_checkpoints"].unique()
     assert list(n_checkpoints["pooled"]) == [3] and list(n_checkpoints["pooled_without_base"]) == [2]
-    assert set(correlations["n_seeds"]) == {1}
-    assert len(correlations) == 5 * 2 * (4 * 5 + 1)  # scopes x methods x (neuron sets x metrics + KL)
+    n_seeds = correlations.groupby("scope")["n_seeds"].unique()
+    assert list(n_seeds["pooled"]) == [1]
+    assert set(n_seeds["seed_mean"]) <= {0, 1}  # seeds whose r is defined (0 where a side is constant)
+    # variants x scopes x methods x (neuron sets x metrics + KL)
+    assert len(correlations) == 3 * 5 * 2 * (4 * 5 + 1)
 
 
 def test_dumps_and_neuron_sets(ras_workdir):
     from rim.activations import input_set_names
 
+    from rim.activations import read_input_set
+
     assert sorted(input_set_names(ras_workdir / "results/activations/tiny/base.h5")) == [
-        "harmful/no_think", "harmful_mi/no_think", "multiarith/no_think"]
-    assert sorted(input_set_names(ras_workdir / "results/activations/tiny/gsm8k_style/seed0/step4.h5")) == [
-        "harmful/no_think", "multiarith/no_think"]
+        "harmful/no_think", "harmful/no_think@base_responses", "harmful_mi/no_think", "multiarith/no_think",
+        "multiarith/no_think@base_responses"]
+    step4 = ras_workdir / "results/activations/tiny/gsm8k_style/seed0/step4.h5"
+    assert sorted(input_set_names(step4)) == [
+        "harmful/no_think", "harmful/no_think@base_responses", "multiarith/no_think", "multiarith/no_think@base_responses"]
+    # The fixed-token sets of the checkpoint read exactly the base model's tokens (its responses).
+    base_tokens = read_input_set(ras_workdir / "results/activations/tiny/base.h5", "harmful", "no_think", neurons=False)
+    fixed = read_input_set(step4, "harmful", "no_think", neurons=False, responses="base")
+    assert fixed.attrs["response_source"] == "results/eval/tiny/base/harmful/no_think.parquet"
+    assert fixed.prompt_ids == base_tokens.prompt_ids  # same lengths, so the same longest-first order
     sets = pd.read_parquet(ras_workdir / "results/neurons/tiny/neuron_sets.parquet")
     safety = set(zip(*[sets.loc[sets["neuron_set"] == "safety", c] for c in ("layer", "neuron")]))
     assert safety and (sets.loc[sets["neuron_set"] == "safety", "selection_frequency"] >= 0.5).all()

@@ -15,9 +15,16 @@ evaluation prompt set in one prompt mode, with the model's own responses) become
 - ``residual`` [n, n_layers, n_positions, hidden]: the output of each decoder layer (the residual
   stream before the final norm) at named positions of ``rim.positions`` (spans averaged; NaN where
   a prompt lacks the position), for the probes of docs/method.md#5-refusal-heads;
-- for math inputs, ``kl_to_base`` [n]: KL(pi_0 || pi_t) of the next-token distributions over the
-  prompt positions (the inputs x every checkpoint shares), from the base model's top-k
-  log-probabilities stored in the base dump under ``kl_reference/`` (see ``rim.ras.coarse_kl``).
+- ``neurons_prompt`` [n, n_layers, n_neurons]: the same pooled over the prompt part of those
+  tokens only (no response: what the checkpoint does with inputs every checkpoint shares);
+- for math inputs, ``kl_to_base`` [n]: KL(pi_0 || pi_t) of the next-token distributions, from the
+  base model's top-k log-probabilities stored in the base dump under ``kl_reference/`` (see
+  ``rim.ras.coarse_kl``), by default over the positions that predict the base model's own
+  response, teacher-forced into every checkpoint (``kl_positions: answer``).
+
+Each input set is read with the checkpoint's own responses (group ``/<prompt set>/<mode>``) and,
+for the fixed-token variants of RAS and the KL on answers, with the base model's responses fed to
+the checkpoint (group ``/<prompt set>/<mode>@base_responses``; docs/method.md#ras-inputs).
 
 Activations stream to disk batch by batch, in the order the batches run (longest first); the
 ``prompt_id`` array gives that order. Memory is the model plus one batch, whatever the number of
@@ -46,11 +53,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: neurons_prompt, @base_responses groups, kl_positions answer
 SITES = ("mlp_intermediate", "mlp_gate_activation")
 POOLINGS = ("max", "mean", "last")
 POOLED_TOKENS = ("prompt_and_response", "user_and_response", "response")
-KL_POSITIONS = ("prompt", "last")
+KL_POSITIONS = ("answer", "prompt", "last")
+# Whose response follows the prompt in an input set: the checkpoint's own (the paper's way) or the
+# base model's, teacher-forced into every checkpoint (the fixed-token variant).
+RESPONSES = ("own", "base")
+BASE_RESPONSES_SUFFIX = "@base_responses"
 NEURON_DTYPES = ("float16", "float32")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 STRING = h5py.string_dtype(encoding="utf-8")
@@ -62,14 +73,14 @@ class DumpSettings:
 
     site: str = "mlp_intermediate"
     pooling: str = "max"
-    tokens: str = "prompt_and_response"
+    tokens: str = "user_and_response"
     neuron_dtype: str = "float16"
     residual_positions: tuple[str, ...] = ("end_of_turn", "assistant_header", "last")
     batch_size: int = 8
     max_response_tokens: int | None = None
     compression_level: int = 4
     kl_top_k: int = 64
-    kl_positions: str = "prompt"
+    kl_positions: str = "answer"
     share_prefix: bool = True
 
     def __post_init__(self):
@@ -95,6 +106,13 @@ class DumpSettings:
         return cls(**values)
 
 
+def group_name(mode: str, responses: str = "own") -> str:
+    """The HDF5 group of an input set under its prompt set: the mode, suffixed for base responses."""
+    if responses not in RESPONSES:
+        raise ValueError(f"responses must be one of {RESPONSES}, not {responses!r}")
+    return mode if responses == "own" else f"{mode}{BASE_RESPONSES_SUFFIX}"
+
+
 @dataclass
 class InputSet:
     """One group of the dump: an evaluation prompt set in one mode, with the model's responses."""
@@ -109,6 +127,7 @@ class InputSet:
     kl: bool = False
     response_source: str = ""
     dataset: str | None = None  # the prepared dataset behind the prompt set (default: same name)
+    responses_from: str = "own"  # "base": the responses are the base model's (RESPONSES)
 
     def __post_init__(self):
         self.dataset = self.dataset or self.prompt_set
@@ -120,8 +139,12 @@ class InputSet:
             raise DataError(f"input set {self.name} has no prompts")
 
     @property
+    def group(self) -> str:
+        return group_name(self.mode.name, self.responses_from)
+
+    @property
     def name(self) -> str:
-        return f"{self.prompt_set}/{self.mode.name}"
+        return f"{self.prompt_set}/{self.group}"
 
 
 @dataclass
@@ -142,8 +165,18 @@ class Example:
         start = {"prompt_and_response": 0, "user_and_response": self.user_start, "response": self.prompt_length}[tokens]
         return start, self.length
 
+    def prompt_span(self, tokens: str) -> tuple[int, int]:
+        """The prompt part of ``pooled_span`` (empty for tokens: response)."""
+        start, _ = self.pooled_span(tokens)
+        return start, max(start, self.prompt_length)
+
     def kl_span(self, where: str) -> tuple[int, int]:
-        """Positions whose next-token distribution the KL baseline compares (prompt only)."""
+        """Positions whose next-token distribution the KL baseline compares: ``answer``, those
+        that predict the response's tokens (teacher-forced; empty without a response);
+        ``prompt``, those from the user's text to the end of the prompt; ``last``, the one that
+        predicts the first response token."""
+        if where == "answer":
+            return self.prompt_length - 1, max(self.prompt_length - 1, self.length - 1)
         if where == "last":
             return self.prompt_length - 1, self.prompt_length
         return self.user_start, self.prompt_length
@@ -222,8 +255,10 @@ class Capture:
         self.prefix: list | None = None  # per layer: max or sum over the pooled prefix tokens
         self.prefix_count = 0
         self.pool_mask = None
+        self.prompt_mask = None
         self.position_weights = None
         self.neurons = None
+        self.prompt_neurons = None
         self.states = None
 
     def record_prefix(self, pooled_tokens: int) -> None:
@@ -232,13 +267,15 @@ class Capture:
         self.prefix_count = pooled_tokens
         self.prefix = [None] * self.n_layers if pooled_tokens > 0 else None
 
-    def prepare(self, pool_mask, position_weights, n_neurons: int, hidden: int) -> None:
+    def prepare(self, pool_mask, prompt_mask, position_weights, n_neurons: int, hidden: int) -> None:
+        """Masks over the batch's tokens: ``pool_mask`` the pooled tokens, ``prompt_mask`` their
+        prompt part (pooled into ``prompt_neurons``)."""
         torch = self.torch
         self.recording_prefix = False
         batch = pool_mask.shape[0]
-        self.pool_mask = pool_mask
-        self.last_index = pool_mask.shape[1] - 1 - pool_mask.flip(1).float().argmax(1)
+        self.pool_mask, self.prompt_mask = pool_mask, prompt_mask
         self.neurons = torch.empty(batch, self.n_layers, n_neurons, dtype=torch.float32)
+        self.prompt_neurons = torch.empty(batch, self.n_layers, n_neurons, dtype=torch.float32)
         if self.residual:
             self.position_weights = position_weights
             self.states = torch.empty(batch, self.n_layers, position_weights.shape[1], hidden, dtype=torch.float32)
@@ -250,11 +287,12 @@ class Capture:
                 tokens = x[0, : self.prefix_count]
                 self.prefix[layer] = tokens.amax(dim=0) if self.settings.pooling == "max" else tokens.sum(dim=0)
             return
-        self.neurons[:, layer] = self._pool(layer, x)
+        self.neurons[:, layer] = self._pool(layer, x, self.pool_mask)
+        self.prompt_neurons[:, layer] = self._pool(layer, x, self.prompt_mask)
 
-    def _pool(self, layer, x):
+    def _pool(self, layer, x, mask):
         torch = self.torch
-        mask = self.pool_mask.to(x.device)
+        mask = mask.to(x.device)
         prefix = None if self.prefix is None else self.prefix[layer].to(x.device)
         count = mask.sum(dim=1) + (self.prefix_count if prefix is not None else 0)
         if self.settings.pooling == "max":
@@ -265,7 +303,8 @@ class Capture:
             total = (x * mask[..., None]).sum(dim=1) + (prefix if prefix is not None else 0.0)
             pooled = total / count.clamp(min=1)[:, None]
         else:
-            pooled = x[torch.arange(x.shape[0], device=x.device), self.last_index.to(x.device)]
+            last_index = mask.shape[1] - 1 - mask.flip(1).float().argmax(1)
+            pooled = x[torch.arange(x.shape[0], device=x.device), last_index]
         # No pooled token (an empty response with tokens: response) -> NaN, never a fake zero.
         return pooled.masked_fill((count == 0)[:, None], float("nan")).cpu()
 
@@ -319,7 +358,7 @@ def shared_prefix_length(examples: Sequence[Example]) -> int:
 
 def batch_tensors(examples: Sequence[Example], settings: DumpSettings, pad_id: int, offset: int = 0):
     """Right-padded ids (after the first ``offset`` shared tokens), attention mask over prefix
-    and ids, pooled-token mask and position-averaging weights (both over the ids)."""
+    and ids, pooled-token mask, its prompt part and position-averaging weights (over the ids)."""
     import torch
 
     width = max(e.length for e in examples) - offset
@@ -327,16 +366,19 @@ def batch_tensors(examples: Sequence[Example], settings: DumpSettings, pad_id: i
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(examples), offset + width), dtype=torch.long)
     pool = torch.zeros((len(examples), width), dtype=torch.bool)
+    prompt_pool = torch.zeros((len(examples), width), dtype=torch.bool)
     weights = torch.zeros((len(examples), n_positions, width), dtype=torch.float32)
     for row, example in enumerate(examples):
         ids[row, : example.length - offset] = torch.tensor(example.input_ids[offset:])
         attention[row, : example.length] = 1
         start, end = example.pooled_span(settings.tokens)
         pool[row, max(start - offset, 0) : end - offset] = True
+        start, end = example.prompt_span(settings.tokens)
+        prompt_pool[row, max(start - offset, 0) : max(end - offset, 0)] = True
         for slot, indices in enumerate(example.positions):
             if indices:
                 weights[row, slot, [i - offset for i in indices]] = 1.0 / len(indices)
-    return ids, attention, pool, weights
+    return ids, attention, pool, prompt_pool, weights
 
 
 # ----- writing ----------------------------------------------------------------------------------
@@ -394,11 +436,13 @@ class _GroupWriter:
         self.inputs = inputs
         n, rows = len(examples), settings.batch_size
         order = sorted(examples, key=lambda e: (-e.length, e.index))
-        group = handle.require_group(inputs.prompt_set).create_group(inputs.mode.name)
+        group = handle.require_group(inputs.prompt_set).create_group(inputs.group)
         group.attrs.update(
             {
                 "dataset": inputs.dataset,
                 "mode": inputs.mode.name,
+                "responses": inputs.responses_from,
+                "kl_positions": settings.kl_positions,
                 "thinking": bool(inputs.mode.thinking),
                 "statement": inputs.mode.statement,
                 "site": settings.site,
@@ -421,6 +465,8 @@ class _GroupWriter:
         group.create_dataset("n_tokens", data=np.array([e.length for e in order], dtype=np.int32))
         group.create_dataset("prompt_tokens", data=np.array([e.prompt_length for e in order], dtype=np.int32))
         self.neurons = _dataset(group, "neurons", (n, shape["n_layers"], shape["n_neurons"]), settings.neuron_dtype, rows, settings)
+        self.prompt_neurons = _dataset(group, "neurons_prompt", (n, shape["n_layers"], shape["n_neurons"]),
+                                       settings.neuron_dtype, rows, settings)
         self.residual = (
             _dataset(group, "residual", (n, shape["n_layers"], len(settings.residual_positions), shape["hidden"]), np.float32, rows, settings)
             if residual else None
@@ -440,7 +486,8 @@ class _GroupWriter:
             }
         self.written = 0
 
-    def write(self, batch: list[Example], neurons: np.ndarray, states: np.ndarray | None, kl: dict | None) -> None:
+    def write(self, batch: list[Example], neurons: np.ndarray, prompt_neurons: np.ndarray, states: np.ndarray | None,
+              kl: dict | None) -> None:
         start, end = self.written, self.written + len(batch)
         if self.settings.neuron_dtype == "float16" and np.nanmax(np.abs(neurons), initial=0.0) > FLOAT16_MAX:
             raise RimError(
@@ -448,6 +495,7 @@ class _GroupWriter:
                 f"({np.nanmax(np.abs(neurons)):.4g}); set 'activations.neuron_dtype: float32'"
             )
         self.neurons[start:end] = neurons.astype(self.settings.neuron_dtype)
+        self.prompt_neurons[start:end] = prompt_neurons.astype(self.settings.neuron_dtype)
         if self.residual is not None:
             for row, example in enumerate(batch):
                 for slot, indices in enumerate(example.positions):
@@ -506,7 +554,7 @@ def dump_activations(
         handle.attrs["provenance"] = json.dumps(provenance, default=str)
         handle.attrs["complete"] = False
         for inputs, examples in encoded:
-            reference = read_kl_reference(kl_reference, inputs.prompt_set, inputs.mode.name) if (inputs.kl and kl_reference and not write_kl_reference) else None
+            reference = read_kl_reference(kl_reference, inputs.prompt_set, inputs.group) if (inputs.kl and kl_reference and not write_kl_reference) else None
             want_kl = inputs.kl and (reference is not None or write_kl_reference)
             residual = inputs.residual and n_positions > 0
             writer = _GroupWriter(
@@ -517,8 +565,8 @@ def dump_activations(
             with attached(model, forward_pre=pre, forward=post), torch.no_grad():
                 prefix_length, prefix_cache = _shared_prefix(model, loaded.device, capture, examples, settings)
                 for batch in batches(examples, settings.batch_size):
-                    ids, attention, pool, weights = batch_tensors(batch, settings, pad_id, prefix_length)
-                    capture.prepare(pool, weights, shape["n_neurons"], shape["hidden"])
+                    ids, attention, pool, prompt_pool, weights = batch_tensors(batch, settings, pad_id, prefix_length)
+                    capture.prepare(pool, prompt_pool, weights, shape["n_neurons"], shape["hidden"])
                     spans = [e.kl_span(settings.kl_positions) for e in batch]
                     # Logits only where the KL baseline reads them: the lm head is a large matmul.
                     first = min(start for start, _ in spans)
@@ -535,7 +583,8 @@ def dump_activations(
                         **({_cache_keyword(model): cache} if cache is not None else {}),
                     ).logits
                     kl = _kl_batch(batch, spans, first, logits, inputs, reference, settings) if want_kl else None
-                    writer.write(batch, capture.neurons.numpy(), capture.states.numpy() if residual else None, kl)
+                    writer.write(batch, capture.neurons.numpy(), capture.prompt_neurons.numpy(),
+                                 capture.states.numpy() if residual else None, kl)
                     if progress is not None:
                         progress.update(len(batch), set=inputs.name)
         handle.attrs["complete"] = True
@@ -600,7 +649,7 @@ def _kl_batch(batch, spans, offset, logits, inputs, reference: KLReference | Non
             if not np.array_equal(reference.token_ids[pid], token_ids):
                 raise DataError(
                     f"input set {inputs.name}: prompt {pid} tokenizes differently from the base model's dump; "
-                    "the KL baseline needs the same inputs x (same tokenizer and prompt mode)"
+                    "the KL baseline needs the same inputs x (same tokenizer, prompt mode and fixed responses)"
                 )
             base_ids = torch.from_numpy(reference.top_ids[pid].astype(np.int64))
             base_logprobs = reference.top_logprobs[pid]
@@ -643,6 +692,7 @@ def _reading(path: str | Path) -> Iterator[h5py.File]:
 
 
 def _group(handle: h5py.File, prompt_set: str, mode: str, path) -> h5py.Group:
+    """The group of an input set; ``mode`` is its group name (``group_name``)."""
     key = f"{prompt_set}/{mode}"
     if key not in handle:
         present = [f"{p}/{m}" for p in handle for m in handle[p]]
@@ -657,6 +707,7 @@ class ActivationSet:
     prompt_ids: list[str]
     base_prompt_ids: list[str] | None
     neurons: np.ndarray | None
+    prompt_neurons: np.ndarray | None
     residual: np.ndarray | None
     kl_to_base: np.ndarray | None
     attrs: dict
@@ -667,14 +718,18 @@ def _strings(dataset) -> list[str]:
     return [s.decode() if isinstance(s, bytes) else str(s) for s in dataset[()]]
 
 
-def read_input_set(path: str | Path, prompt_set: str, mode: str, *, neurons: bool = True, residual: bool = False) -> ActivationSet:
-    """One input set of a dump; ``residual`` also reads the residual states where stored."""
+def read_input_set(path: str | Path, prompt_set: str, mode: str, *, neurons: bool = True, residual: bool = False,
+                   responses: str = "own", prompt_neurons: bool = False) -> ActivationSet:
+    """One input set of a dump (``responses``: the checkpoint's own or the base model's);
+    ``residual`` also reads the residual states where stored, ``prompt_neurons`` the activations
+    pooled over the prompt part only."""
     with _reading(path) as handle:
-        group = _group(handle, prompt_set, mode, path)
+        group = _group(handle, prompt_set, group_name(mode, responses), path)
         return ActivationSet(
             prompt_ids=_strings(group["prompt_id"]),
             base_prompt_ids=_strings(group["base_prompt_id"]) if "base_prompt_id" in group else None,
             neurons=group["neurons"][()] if neurons else None,
+            prompt_neurons=group["neurons_prompt"][()] if prompt_neurons else None,
             residual=group["residual"][()] if (residual and "residual" in group) else None,
             kl_to_base=group["kl_to_base"][()] if "kl_to_base" in group else None,
             attrs={key: _attr(value) for key, value in group.attrs.items()},
@@ -700,28 +755,52 @@ def file_size_mb(path: str | Path) -> float:
 
 
 # ----- which input sets a checkpoint's dump holds -------------------------------------------------
+# The variants of RAS's inputs (docs/method.md#ras-inputs), config key ras.inputs: which tokens the
+# activations of the safety and math inputs are pooled over.
+RAS_INPUTS = {
+    "own_response": "prompt + the checkpoint's own response (the paper's way)",
+    "base_response": "prompt + the base model's response, teacher-forced into the checkpoint",
+    "prompt_only": "the prompt alone",
+}
+
+
 def _input_key(entry: Mapping) -> tuple[str, str]:
     return str(entry["prompt_set"]), str(entry["mode"])
 
 
-def dump_input_keys(config: Mapping, ckpt: str) -> list[tuple[str, str, bool]]:
-    """(prompt set, mode, kl) of every input set in the dump of ``ckpt`` (base or a checkpoint).
+def uses_base_responses(config: Mapping) -> bool:
+    """Whether dumps read the RAS inputs with the base model's responses too: for the
+    base_response variant of RAS, or for the KL baseline on answer positions."""
+    ras, block = config.get("ras", {}), config.get("activations", {})
+    return "base_response" in ras.get("inputs", list(RAS_INPUTS)) or block.get("kl_positions", "answer") == "answer"
+
+
+def dump_input_keys(config: Mapping, ckpt: str) -> list[tuple[str, str, bool, str]]:
+    """(prompt set, mode, kl, responses) of every input set in the dump of ``ckpt``.
 
     The base model's dump holds the (harmful, -MI) pairs of the safety neurons; every dump holds
-    the safety and math inputs of RAS (math with the KL baseline), plus activations.extra_inputs.
+    the safety and math inputs of RAS with the checkpoint's own responses and, where
+    ``uses_base_responses``, with the base model's (math with the KL baseline on the answer
+    positions there, or on the prompt positions of the own-response set), plus
+    activations.extra_inputs.
     """
     neurons, ras, block = config.get("neurons", {}), config.get("ras", {}), config.get("activations", {})
-    wanted: list[tuple[tuple[str, str], bool]] = []
+    kl_on_answers = block.get("kl_positions", "answer") == "answer"
+    wanted: list[tuple[tuple[str, str, str], bool]] = []
     if ckpt == "base":
-        wanted += [(_input_key(neurons["plain"]), False), (_input_key(neurons["intent"]), False)]
-    wanted += [(_input_key(ras["safety_inputs"]), False), (_input_key(ras["math_inputs"]), True)]
+        wanted += [(_input_key(neurons["plain"]) + ("own",), False), (_input_key(neurons["intent"]) + ("own",), False)]
+    wanted += [(_input_key(ras["safety_inputs"]) + ("own",), False),
+               (_input_key(ras["math_inputs"]) + ("own",), not kl_on_answers)]
+    if uses_base_responses(config):
+        wanted += [(_input_key(ras["safety_inputs"]) + ("base",), False),
+                   (_input_key(ras["math_inputs"]) + ("base",), kl_on_answers)]
     for extra in block.get("extra_inputs", []):
         if ckpt == "base" or extra.get("checkpoints", "base") == "all":
-            wanted.append((_input_key(extra), False))
-    keys: dict[tuple[str, str], bool] = {}
+            wanted.append((_input_key(extra) + ("own",), False))
+    keys: dict[tuple[str, str, str], bool] = {}
     for key, kl in wanted:
         keys[key] = keys.get(key, False) or kl
-    return [(prompt_set, mode, kl) for (prompt_set, mode), kl in keys.items()]
+    return [(prompt_set, mode, kl, responses) for (prompt_set, mode, responses), kl in keys.items()]
 
 
 def dump_plan(config: Mapping, model: str, ckpt: str, results: str = "results") -> list[dict]:
@@ -730,8 +809,9 @@ def dump_plan(config: Mapping, model: str, ckpt: str, results: str = "results") 
     residual = set(block.get("residual_inputs", []))
     prompt_sets = config.get("evaluation", {}).get("prompt_sets", {})
     plan = []
-    for prompt_set, mode, kl in dump_input_keys(config, ckpt):
+    for prompt_set, mode, kl, responses in dump_input_keys(config, ckpt):
         dataset = prompt_sets[prompt_set]["dataset"]
+        source = ckpt if responses == "own" else "base"
         plan.append(
             {
                 "prompt_set": prompt_set,
@@ -739,8 +819,9 @@ def dump_plan(config: Mapping, model: str, ckpt: str, results: str = "results") 
                 "mode_entry": dict(config["prompt_modes"][mode]),
                 "dataset": dataset,
                 "dataset_table": f"{results}/data/{dataset}.parquet",
-                "responses": f"{results}/eval/{model}/{ckpt}/{prompt_set}/{mode}.parquet",
-                "residual": f"{prompt_set}/{mode}" in residual,
+                "responses": f"{results}/eval/{model}/{source}/{prompt_set}/{mode}.parquet",
+                "responses_from": responses,
+                "residual": responses == "own" and f"{prompt_set}/{mode}" in residual,
                 "kl": kl,
             }
         )

@@ -1053,6 +1053,12 @@ RAS_COLUMNS = ("model", "run", "seed", "step", "checkpoint", "neuron_set", "draw
 CORRELATION_COLUMNS = ("model", "run", "scope", "seed", "neuron_set", "draw", "metric", "method", "r", "p_value",
                        "ci_low", "ci_high", "n_checkpoints")
 # Scopes of rim.ras.correlation_table shown beside the pooled r, and their columns here.
+# The variants of RAS's inputs (rim.activations.RAS_INPUTS; docs/method.md#ras-inputs), in row order.
+RAS_INPUT_TITLES = {
+    "own_response": "prompt + each checkpoint's own response",
+    "base_response": "prompt + the base model's response (fixed tokens)",
+    "prompt_only": "the prompt only",
+}
 CORRELATION_VARIANTS = {"pooled_without_base": "r_without_base", "partial_step": "r_partial_step",
                         "seed_mean": "r_seed_mean"}
 
@@ -1065,6 +1071,7 @@ def ras_data(
     method: str = "pearson",
     random_draw: int = 0,
     runs: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Points (one per checkpoint, the base model once) of four panels: safety neurons, one random
     draw, all neurons (each with ``metric``) and the KL baseline; the pooled correlation of each
@@ -1074,6 +1081,13 @@ def ras_data(
     require(correlations, CORRELATION_COLUMNS, figure, "correlations")
     panels = [("safety neurons", "safety", metric, None), (f"random neurons, draw {random_draw + 1}", "random", metric, random_draw),
               ("all neurons", "all", metric, None), ("KL baseline", "none", "kl", None)]
+    # Tables from before the variants of RAS's inputs have one, the checkpoint's own responses.
+    ras = ras if "inputs" in ras else ras.assign(inputs="own_response")
+    correlations = correlations if "inputs" in correlations else correlations.assign(inputs="own_response")
+    if inputs is not None:
+        ras = ras[ras["inputs"].isin(inputs)]
+        correlations = correlations[correlations["inputs"].isin(inputs)]
+    keys = ["model", "run", "inputs"]
     pooled = correlations[(correlations["scope"] == "pooled") & (correlations["method"] == method)]
     nonempty(pooled, figure, f"no pooled {method} correlation")
     # The variants of docs/method.md#correlation-with-misalignment, in the panel titles.
@@ -1084,26 +1098,26 @@ def ras_data(
         corr = pooled[(pooled["neuron_set"] == neuron_set) & (pooled["metric"] == panel_metric)]
         if draw is not None:
             rows, corr_draw = rows[rows["draw"] == draw], corr[corr["draw"] == draw]
-            mean_r = corr.groupby(["model", "run"])["r"].mean().rename("mean_r_over_draws")
-            draws = corr.groupby(["model", "run"])["draw"].nunique().rename("n_draws")
-            corr = corr_draw.join(mean_r, on=["model", "run"]).join(draws, on=["model", "run"])
+            mean_r = corr.groupby(keys)["r"].mean().rename("mean_r_over_draws")
+            draws = corr.groupby(keys)["draw"].nunique().rename("n_draws")
+            corr = corr_draw.join(mean_r, on=keys).join(draws, on=keys)
         if rows.empty:
             continue
         if runs is not None:
             rows = rows[rows["run"].isin(runs)]
         # The base model is step 0 of every seed: one point for it.
-        rows = rows.drop_duplicates(subset=["model", "run", "checkpoint"]).copy()
-        stats = corr.set_index(["model", "run"])[
+        rows = rows.drop_duplicates(subset=[*keys, "checkpoint"]).copy()
+        stats = corr.set_index(keys)[
             [c for c in ("r", "p_value", "ci_low", "ci_high", "n_checkpoints", "mean_r_over_draws", "n_draws") if c in corr]]
         stats = stats.rename(columns={"ci_low": "r_ci_low", "ci_high": "r_ci_high"})
-        rows = rows.join(stats, on=["model", "run"])
+        rows = rows.join(stats, on=keys)
         mine = variants[(variants["neuron_set"] == neuron_set) & (variants["metric"] == panel_metric)]
         if draw is not None:
             mine = mine[mine["draw"] == draw]
         for scope, column in CORRELATION_VARIANTS.items():
-            scoped = mine[mine["scope"] == scope].set_index(["model", "run"])
+            scoped = mine[mine["scope"] == scope].set_index(keys)
             renamed = {"r": column, "ci_low": f"{column}_ci_low", "ci_high": f"{column}_ci_high", "n_seeds": f"{column}_n_seeds"}
-            rows = rows.join(scoped[[c for c in renamed if c in scoped]].rename(columns=renamed), on=["model", "run"])
+            rows = rows.join(scoped[[c for c in renamed if c in scoped]].rename(columns=renamed), on=keys)
         rows["panel"], rows["panel_order"] = panel, order
         parts.append(rows)
     if not parts:
@@ -1115,12 +1129,14 @@ def ras_data(
         if column not in frame:
             frame[column] = np.nan
     frame["method"] = method
-    keep = ["model", "run", "panel", "panel_order", "neuron_set", "draw", "set_size", "metric", "checkpoint", "seed",
+    keep = ["model", "run", "inputs", "panel", "panel_order", "neuron_set", "draw", "set_size", "metric", "checkpoint", "seed",
             "seed_label", "step", "value", "misalignment_rate", "misalignment_rate_ci_low", "misalignment_rate_ci_high",
             "method", "r", "p_value", "r_ci_low", "r_ci_high", "n_checkpoints"]
     keep += [c for c in ("mean_r_over_draws", "n_draws") if c in frame]
     keep += [c for c in frame.columns if c.startswith(tuple(CORRELATION_VARIANTS.values()))]
-    return frame[keep].sort_values(["model", "run", "panel_order", "step"]).reset_index(drop=True)
+    order = {variant: index for index, variant in enumerate(RAS_INPUT_TITLES)}
+    frame = frame.assign(_inputs_order=frame["inputs"].map(order).fillna(len(order)))
+    return frame.sort_values(["model", "run", "_inputs_order", "panel_order", "step"])[keep].reset_index(drop=True)
 
 
 def correlation_title(row: Mapping, method: str = "pearson") -> list[str]:
@@ -1171,7 +1187,9 @@ def draw_ras(frame: pd.DataFrame, *, width: int = 210, height: int = 190, metric
                       scale=alt.Scale(domain=seeds, range=["#000000", *_tableau(len(seeds) - 1)]),
                       legend=alt.Legend(symbolType="circle", symbolOpacity=1))
     rows = []
-    for (model, run), by_run in frame.groupby(["model", "run"], sort=True):
+    order = {variant: index for index, variant in enumerate(RAS_INPUT_TITLES)}
+    for (model, run, inputs), by_run in sorted(frame.groupby(["model", "run", "inputs"], sort=False),
+                                               key=lambda item: (item[0][0], item[0][1], order.get(item[0][2], len(order)))):
         charts = []
         for _, part in by_run.groupby("panel_order", sort=True):
             first = part.iloc[0]
@@ -1193,7 +1211,7 @@ def draw_ras(frame: pd.DataFrame, *, width: int = 210, height: int = 190, metric
             title = correlation_title(first.to_dict(), first["method"])
             charts.append(alt.layer(whiskers, fit, points).properties(
                 width=width, height=height, title=alt.TitleParams(title, fontSize=12, anchor="start")))
-        label = f"{model}, fine-tuned on {run}"
+        label = f"{model}, fine-tuned on {run}; activations on {RAS_INPUT_TITLES.get(inputs, inputs)}"
         rows.append(grid(charts, 2).properties(title=alt.TitleParams(label, fontSize=13, anchor="start")))
     chart = alt.vconcat(*rows, spacing=28).resolve_scale(color="shared", shape="shared")
     return finish(chart, "RAS vs misalignment across the checkpoints of fine-tuning",

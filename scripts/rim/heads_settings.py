@@ -88,7 +88,8 @@ def probe_plan(config: Mapping, ckpt: str) -> list[dict]:
 
     block = config["probes"]
     residual = set(config.get("activations", {}).get("residual_inputs", []))
-    dumped = {f"{prompt_set}/{mode}" for prompt_set, mode, _ in dump_input_keys(config, ckpt)} & residual
+    dumped = {f"{prompt_set}/{mode}" for prompt_set, mode, _, responses in dump_input_keys(config, ckpt)
+              if responses == "own"} & residual
     plan = []
     for probe in block["probes"]:
         for mode in block["modes"]:

@@ -242,7 +242,8 @@ def correlation_table(
 
     from rim.stats import correlation, mean_correlation, partial_correlation
 
-    keys = ["model", "run", "neuron_set", "draw", "metric"]
+    # One correlation per variant of RAS's inputs too, where the table has them.
+    keys = ["model", "run", *(["inputs"] if "inputs" in table else []), "neuron_set", "draw", "metric"]
     rows = []
 
     def record(key, scope, seed_value, method, result, n_seeds):
@@ -263,7 +264,7 @@ def correlation_table(
 
     for seed_value, part in table.groupby("seed", sort=True):
         add(part, "seed", int(seed_value))
-    pooled = table.drop_duplicates(subset=["model", "run", "checkpoint", "neuron_set", "draw", "metric"])
+    pooled = table.drop_duplicates(subset=[*keys, "checkpoint"])
     add(pooled, "pooled", None)
     add(pooled[pooled["checkpoint"] != "base"], "pooled_without_base", None)
     add(pooled, "partial_step", None)
@@ -277,8 +278,8 @@ def correlation_table(
             rows.append({**dict(zip(keys, key[:-1])), "scope": "seed_mean", "seed": None, "against": against,
                          "method": key[-1], "r": result.r, "p_value": result.p_value, "ci_low": result.ci_low,
                          "ci_high": result.ci_high, "n_checkpoints": len(checkpoints), "n_seeds": result.n})
-    columns = ["model", "run", "scope", "seed", "neuron_set", "draw", "metric", "against", "method", "r", "p_value",
-               "ci_low", "ci_high", "n_checkpoints", "n_seeds"]
+    columns = ["model", "run", *(["inputs"] if "inputs" in table else []), "scope", "seed", "neuron_set", "draw",
+               "metric", "against", "method", "r", "p_value", "ci_low", "ci_high", "n_checkpoints", "n_seeds"]
     result = pd.DataFrame(rows, columns=columns)
     result["seed"] = result["seed"].astype("Int64")
     result["draw"] = result["draw"].astype("Int64")

@@ -345,9 +345,10 @@ def ras_params(wildcards):
 
 
 def ras_activation_labels(wildcards):
-    """Params function: the site and pooling, recorded beside every RAS value."""
+    """Params function: the site, pooling, pooled tokens and KL positions, recorded beside every
+    RAS value (the KL positions also say which input set holds the KL)."""
     block = config["activations"]
-    return {"site": block["site"], "pooling": block["pooling"]}
+    return {key: block[key] for key in ("site", "pooling", "tokens", "kl_positions")}
 
 
 def ras_checkpoint_params(wildcards):
