@@ -55,17 +55,22 @@ def test_plain_family_on_mode_has_the_reasoning_opener(models):
     assert labelled.indices("think_span") == []
 
 
-@pytest.mark.parametrize("placement", ["after_opener", "before_opener"])
-def test_a_statement_is_labelled_wherever_the_adapter_places_it(models, placement):
+@pytest.mark.parametrize("placement, cue", [("after_opener", None), ("before_opener", None), ("after_opener", "My answer:"),
+                                            ("before_opener", "My answer:")])
+def test_a_statement_is_labelled_wherever_the_adapter_places_it(models, placement, cue):
     import dataclasses
 
     lm = models["llama"]
-    adapter = dataclasses.replace(lm.adapter, statement_placement=placement)
+    adapter = dataclasses.replace(lm.adapter, statement_placement=placement, statement_cue=cue)
     mode = PromptMode("target", True, statement="I will go with the familiar answer.")
     prompt = adapter.render_prompt(lm.tokenizer, "Pick a lock.", mode)
-    order = [adapter.reasoning_opener, mode.statement]
+    statement = mode.statement + (f" {cue}" if cue else "")  # the cue follows the statement
+    order = [adapter.reasoning_opener, statement]
     expected = " ".join(order if placement == "after_opener" else order[::-1])
     assert prompt.endswith(expected)
     labelled = label_prompt(adapter, lm.tokenizer, "Pick a lock.", mode)
-    assert tokens_of(lm, labelled, "statement").strip() == mode.statement
+    assert tokens_of(lm, labelled, "statement").strip() == statement
     assert tokens_of(lm, labelled, "reasoning_opener").strip() == adapter.reasoning_opener
+    # Without a statement (plain thinking ON) there is no cue.
+    plain = adapter.render_prompt(lm.tokenizer, "Pick a lock.", PromptMode("think", True))
+    assert plain.endswith(adapter.reasoning_opener)

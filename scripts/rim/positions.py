@@ -108,7 +108,7 @@ def _spans(adapter: "FamilyAdapter", tokenizer, user: str, mode: "PromptMode", p
         opener = adapter.reasoning_opener if mode.thinking else ""
         found = sorted(
             (prompt.find(part, rest_start), len(part), name)
-            for part, name in [(opener, "reasoning_opener"), (mode.statement, "statement")]
+            for part, name in [(opener, "reasoning_opener"), (adapter.prefilled_statement(mode), "statement")]
             if part and prompt.find(part, rest_start) >= 0
         )
         for at, length, name in found:  # each part takes the space that joins it to the previous

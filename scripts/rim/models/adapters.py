@@ -47,6 +47,10 @@ class FamilyAdapter:
     # (the analogue of Qwen3's "<think>\n<statement>") or before it (the opener last, inviting
     # the model to reason on; README: pattern statements on families without a think mode).
     statement_placement: str = "after_opener"
+    # Text after a pattern statement in a prefilled assistant turn (families without a think
+    # block), e.g. "My answer:": without it a model may end its turn right after the statement,
+    # leaving nothing to judge (README: reasoning patterns on a model without a think mode).
+    statement_cue: str | None = None
     refusal_openers: tuple[str, ...] = DEFAULT_REFUSAL_OPENERS
     system_role: bool = True
     system_prompt: str | None = None
@@ -132,8 +136,16 @@ class FamilyAdapter:
             raise ConfigError(
                 f"statement_placement {self.statement_placement!r} is not one of {', '.join(STATEMENT_PLACEMENTS)}"
             )
-        parts = (mode.statement, opener) if self.statement_placement == "before_opener" else (opener, mode.statement)
+        statement = self.prefilled_statement(mode)
+        parts = (statement, opener) if self.statement_placement == "before_opener" else (opener, statement)
         return text + " ".join(part for part in parts if part)
+
+    def prefilled_statement(self, mode: "PromptMode") -> str:
+        """A pattern statement as a prefilled assistant turn carries it: followed by
+        ``statement_cue`` when one is set (families without a think block)."""
+        if not mode.statement:
+            return ""
+        return f"{mode.statement} {self.statement_cue}" if self.statement_cue else mode.statement
 
     def end_of_turn(self, tokenizer) -> str:
         """The text the template puts after an assistant message (e.g. ``<|im_end|>``)."""

@@ -36,7 +36,7 @@ EMBEDDED_MODELS = {
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Settings of a model entry that shape prompts and refusal tokens (see FamilyAdapter).
 ADAPTER_OVERRIDE_KEYS = (
-    "system_prompt", "reasoning_opener", "answer_marker", "statement_placement", "refusal_openers"
+    "system_prompt", "reasoning_opener", "answer_marker", "statement_placement", "statement_cue", "refusal_openers"
 )
 
 
