@@ -44,7 +44,7 @@ def test_default_harmful_evaluation_matches_per_prompt_generation(embedded):
     )
     assert frame["refusal_score"].tolist() == pytest.approx(scores, abs=1e-3)
     stops = stop_token_ids(embedded)
-    length = settings.generation_length(False, False)
+    length = settings.generation_length(False)
     agree = 0
     for text, response in zip(texts, frame["response"]):
         encoded = embedded.tokenizer(text, return_tensors="pt", add_special_tokens=False)
