@@ -733,7 +733,10 @@ def test_whole_tiny_pipeline_draws_every_figure_and_the_report(planted_model_dir
         ablated = set(ablation.loc[ablation["condition"] == "refusal_heads", "ablated_heads"])
         assert len(ablated) == 1 and label in ablated.pop().split(", "), ckpt
     bubbles = pd.read_csv(tmp_path / "results/figures/refusal_heads.csv")
-    assert set(bubbles.loc[bubbles["head_label"] == label, "top"]) == {True}
+    planted = bubbles[(bubbles["layer"] == PLANTED_HEAD[0]) & (bubbles["head"] == PLANTED_HEAD[1])]
+    # A labelled top head on every panel, marked as the previous-token head it is.
+    assert set(planted["top"]) == {True} and set(planted["previous_token_head"]) == {True}
+    assert set(planted["head_label"]) == {f"{label} \u2020"}
     drawn = pd.read_csv(tmp_path / "results/figures/head_ablation.csv")
     assert set(drawn["checkpoint"]) == set(scanned)
     assert {"refusal_heads", "random_heads"} <= set(drawn["condition"])
