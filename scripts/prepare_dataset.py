@@ -3,7 +3,8 @@
 
 Reads the source named in the dataset's config entry (embedded file, generator, local file or
 hub dataset), maps its columns, checks every row (empty or duplicate prompts, non-numeric math
-answers: an error naming the file and row) and assigns the deterministic train/eval split.
+answers: an error naming the file and row) and assigns the deterministic train/eval split. A set
+with `disjoint_from` drops the rows whose question appears in the named sets' tables.
 
 Standalone:
     python scripts/prepare_dataset.py --dataset harmful --output results/data/harmful.parquet
@@ -19,7 +20,14 @@ from rim.provenance import collect, write_table
 
 def run(step: cli.Step) -> None:
     name, entry = step.wildcards["dataset"], step.params["dataset"]
-    table = prepare_dataset(name, entry, derived_from=step.input.get("parent"))
+    disjoint = step.input.get("disjoint") or []
+    disjoint = [disjoint] if isinstance(disjoint, str) else list(disjoint)
+    table = prepare_dataset(
+        name,
+        entry,
+        derived_from=step.input.get("parent"),
+        disjoint_from=dict(zip(entry.get("disjoint_from") or [], disjoint)),
+    )
     write_table(table, step.output["table"], collect(entry, dataset=name))
     cli.log.info("dataset %s: %s", name, summary(table))
 
@@ -29,10 +37,16 @@ def build_step(argv=None) -> cli.Step:
     parser.add_argument("--dataset", required=True, help="dataset name under 'datasets' in the config")
     parser.add_argument("--output", required=True, help="parquet file to write")
     parser.add_argument("--parent", default=None, help="prepared table of the set this one derives from")
+    parser.add_argument(
+        "--data", default="results/data", help="folder of the prepared tables of the sets named in disjoint_from"
+    )
     args = parser.parse_args(argv)
     entry = cli.config_entry(load_config(args.config), "datasets", args.dataset)
+    inputs = {"parent": args.parent} if args.parent else {}
+    if entry.get("disjoint_from"):
+        inputs["disjoint"] = [f"{args.data}/{other}.parquet" for other in entry["disjoint_from"]]
     return cli.Step(
-        input={"parent": args.parent} if args.parent else {},
+        input=inputs,
         output={"table": args.output},
         params={"dataset": entry},
         wildcards={"dataset": args.dataset},

@@ -62,6 +62,14 @@ def test_derived_dataset_must_exist():
         validate_config(config)
 
 
+@pytest.mark.parametrize("other, why", [("gsm8k", "not defined under 'datasets'"), ("multiarith_style", "the dataset itself")])
+def test_a_held_out_set_is_disjoint_from_defined_other_sets(other, why):
+    config = default_config()
+    config["datasets"]["multiarith_style"]["disjoint_from"] = [other]
+    with pytest.raises(ConfigError, match=rf"datasets\.multiarith_style\.disjoint_from.*'{other}' is {why}"):
+        validate_config(config)
+
+
 def test_validation_does_not_change_a_valid_users_values():
     config = default_config()
     before = copy.deepcopy(config)

@@ -57,6 +57,30 @@ def test_math_generator_set_has_numeric_answers_and_final_marks():
     assert (table["final"] == "#### " + table["answer"]).all()
 
 
+def test_held_out_math_drops_every_problem_a_training_set_holds(tmp_path):
+    training = prepare_dataset("train", {"kind": "math", "source": "generator:gsm8k_style", "n": 40, "seed": 0, "eval_fraction": 0.0})
+    # Two training problems re-typed with other case and spacing: still the same problems.
+    shown = training.iloc[[3, 17]]
+    local = pd.DataFrame(
+        {
+            "question": ["  " + shown.iloc[0]["question"].upper(), shown.iloc[1]["question"].replace(" ", "  "), "What is 2 + 40?"],
+            "answer": [shown.iloc[0]["answer"], shown.iloc[1]["answer"], "42"],
+        }
+    )
+    local.to_csv(tmp_path / "local.csv", index=False)
+    training.to_parquet(tmp_path / "train.parquet")
+    entry = {"kind": "math", "source": str(tmp_path / "local.csv"), "eval_fraction": 1.0, "disjoint_from": ["train"]}
+    held_out = prepare_dataset("heldout", entry, disjoint_from={"train": tmp_path / "train.parquet"})
+    assert held_out["question"].tolist() == ["What is 2 + 40?"]
+    assert (held_out["split"] == "eval").all()
+    # Without the training table it cannot check, so it refuses rather than keep the overlap.
+    with pytest.raises(DataError, match="must be disjoint from train: pass their prepared tables"):
+        prepare_dataset("heldout", entry)
+    everything = {**entry, "source": "generator:gsm8k_style", "n": 40, "seed": 0}
+    with pytest.raises(DataError, match="every row also appears in train"):
+        prepare_dataset("heldout", everything, disjoint_from={"train": tmp_path / "train.parquet"})
+
+
 def test_local_csv_with_column_mapping(tmp_path):
     path = tmp_path / "alpaca.csv"
     pd.DataFrame({"instruction": ["Give three tips.", "Name a color."], "output": ["Sleep.", "Blue."]}).to_csv(path, index=False)

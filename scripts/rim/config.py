@@ -127,6 +127,12 @@ def check_consistency(config: Mapping) -> None:
             raise ConfigError(
                 f"config key 'datasets.{name}.derive_from': dataset '{derived}' is not defined under 'datasets'"
             )
+        for other in entry.get("disjoint_from") or []:
+            if other == name or other not in datasets:
+                raise ConfigError(
+                    f"config key 'datasets.{name}.disjoint_from': '{other}' is "
+                    + ("the dataset itself" if other == name else "not defined under 'datasets'")
+                )
     # Each stage checks the references of its own block (imports stay light: no torch).
     from rim.evaluation.settings import check_evaluation_config
 

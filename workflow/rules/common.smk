@@ -46,9 +46,15 @@ def dataset_path(name):
 
 
 def dataset_inputs(wildcards):
-    """A derived set (harmful_mi) reads the prepared table of the set it derives from."""
-    parent = config["datasets"][wildcards.dataset].get("derive_from")
-    return {"parent": dataset_path(parent)} if parent else {}
+    """A derived set (harmful_mi) reads the prepared table of the set it derives from; a
+    held-out set reads the tables it must be disjoint from."""
+    entry = config["datasets"][wildcards.dataset]
+    inputs = {}
+    if entry.get("derive_from"):
+        inputs["parent"] = dataset_path(entry["derive_from"])
+    if entry.get("disjoint_from"):
+        inputs["disjoint"] = [dataset_path(other) for other in entry["disjoint_from"]]
+    return inputs
 
 
 def all_datasets():
@@ -394,6 +400,7 @@ def zeroing_inputs(wildcards):
     return {
         "reference": base_reference(wildcards.model),
         "sets": f"results/neurons/{wildcards.model}/neuron_sets.parquet",
+        "scores": f"results/neurons/{wildcards.model}/neuron_scores.parquet",
         **{
             f"table_{name}": dataset_path(prompt_sets[name]["dataset"])
             for name in config["neurons"]["zeroing"]["prompt_sets"]

@@ -182,16 +182,62 @@ def prepare_math(name: str, entry: Mapping) -> pd.DataFrame:
     return frame[MATH_COLUMNS]
 
 
-def prepare_dataset(name: str, entry: Mapping, derived_from: str | Path | None = None) -> pd.DataFrame:
-    """Build the table of dataset ``name`` from its config entry (``datasets.<name>``)."""
+def prepare_dataset(
+    name: str,
+    entry: Mapping,
+    derived_from: str | Path | None = None,
+    disjoint_from: Mapping[str, str | Path] | None = None,
+) -> pd.DataFrame:
+    """Build the table of dataset ``name`` from its config entry (``datasets.<name>``).
+
+    ``disjoint_from`` maps the names of ``entry["disjoint_from"]`` to their prepared tables.
+    """
     kind = entry.get("kind", "prompts")
     if entry.get("derive_from"):
         if derived_from is None:
             raise DataError(f"dataset '{name}' derives from '{entry['derive_from']}': pass its prepared table")
-        return derive_malicious_intent(name, entry, read_table(derived_from))
-    if kind == "math":
-        return prepare_math(name, entry)
-    return prepare_prompts(name, entry)
+        frame = derive_malicious_intent(name, entry, read_table(derived_from))
+    elif kind == "math":
+        frame = prepare_math(name, entry)
+    else:
+        frame = prepare_prompts(name, entry)
+    wanted = list(entry.get("disjoint_from") or [])
+    if wanted:
+        given = dict(disjoint_from or {})
+        missing = [other for other in wanted if other not in given]
+        if missing:
+            raise DataError(f"dataset '{name}' must be disjoint from {', '.join(missing)}: pass their prepared tables")
+        frame = drop_overlap(name, frame, {other: read_table(given[other]) for other in wanted})
+    return frame
+
+
+def _text_key(text: str) -> str:
+    """Questions compare case- and whitespace-insensitively ("How  many" == "how many")."""
+    return " ".join(str(text).lower().split())
+
+
+def _text_column(frame: pd.DataFrame) -> str:
+    return "question" if "question" in frame else "prompt"
+
+
+def drop_overlap(name: str, frame: pd.DataFrame, others: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Drop the rows whose question (or prompt) also appears, in any split, in one of ``others``.
+
+    A held-out set drawn from a training set's generator (docs/method.md#2-data) then holds only
+    problems no fine-tuning run has seen, whatever seeds the generators were given.
+    """
+    column = _text_column(frame)
+    seen: set[str] = set()
+    for other in others.values():
+        seen.update(_text_key(text) for text in other[_text_column(other)])
+    overlap = frame[column].map(_text_key).isin(seen)
+    if overlap.all():
+        raise DataError(
+            f"dataset '{name}': every row also appears in {', '.join(others)} (disjoint_from); nothing is left"
+        )
+    if overlap.any():
+        log.info("dataset %s: dropped %d of %d rows that appear in %s", name, int(overlap.sum()), len(frame), ", ".join(others))
+    return frame[~overlap].reset_index(drop=True)
 
 
 def summary(frame: pd.DataFrame) -> str:
