@@ -5,11 +5,14 @@ Reads the base model's activation dump: for every (harmful prompt, its -MI versi
 top-m neurons by f(-MI) - f(plain); the safety set A_safe is their intersection over pairs (or
 the neurons selected in at least a fraction q of pairs), and random sets of the same size are
 drawn, seeded, from the other neurons (docs/method.md#6-safety-neurons-and-ras). Writes
-results/neurons/{model}/neuron_sets.parquet: one row per (neuron set, draw, neuron).
+results/neurons/{model}/neuron_sets.parquet: one row per (neuron set, draw, neuron), and
+neuron_scores.parquet: every neuron's selection frequency, mean shift and rank by the safety score
+(the top-k sets of the zeroing dose-response, docs/method.md#zeroing-dose-response).
 
 Standalone:
     python scripts/find_safety_neurons.py --model smollm2 \\
-        --dump results/activations/smollm2/base.h5 --output /tmp/neuron_sets.parquet
+        --dump results/activations/smollm2/base.h5 --output /tmp/neuron_sets.parquet \\
+        --scores /tmp/neuron_scores.parquet
 """
 
 import numpy as np
@@ -17,7 +20,7 @@ import pandas as pd
 
 from rim import cli
 from rim.activations import read_input_set
-from rim.neurons import layer_neuron, pair_shifts, random_neuron_sets, safety_neurons, top_m
+from rim.neurons import layer_neuron, pair_shifts, random_neuron_sets, safety_neurons, safety_ranking, top_m
 from rim.provenance import collect, write_table
 
 
@@ -48,6 +51,21 @@ def run(step: cli.Step) -> None:
         n_layers=pairs.n_layers, n_neurons=pairs.n_neurons, site=plain.attrs.get("site"), pooling=plain.attrs.get("pooling"),
     )
     write_table(table, step.output["sets"], provenance)
+    layers, neurons = layer_neuron(np.arange(frequency.size), pairs.n_neurons)
+    in_set = np.zeros(frequency.size, dtype=bool)
+    in_set[chosen] = True
+    scores = pd.DataFrame(
+        {
+            "model": model,
+            "layer": layers.astype(np.int32),
+            "neuron": neurons.astype(np.int32),
+            "selection_frequency": frequency.astype(np.float64),
+            "mean_shift": mean_shift.astype(np.float64),
+            "rank": safety_ranking(frequency, mean_shift),
+            "in_safety_set": in_set,
+        }
+    )
+    write_table(scores, step.output["scores"], provenance)
 
 
 def _rows(model, name, draw, flat, frequency, mean_shift, n_neurons) -> pd.DataFrame:
@@ -80,12 +98,13 @@ def build_step(argv=None) -> cli.Step:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--model", required=True, help="model name (recorded in the table)")
     parser.add_argument("--dump", required=True, help="the base model's activation dump (HDF5)")
-    parser.add_argument("--output", required=True, help="parquet file to write")
+    parser.add_argument("--output", required=True, help="parquet file of the neuron sets to write")
+    parser.add_argument("--scores", required=True, help="parquet file of every neuron's safety score to write")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     return cli.Step(
         input={"dump": args.dump},
-        output={"sets": args.output},
+        output={"sets": args.output, "scores": args.scores},
         params={"neurons": {key: value for key, value in config["neurons"].items() if key != "zeroing"}},
         wildcards={"model": args.model},
         threads=args.threads,

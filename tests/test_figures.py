@@ -178,17 +178,30 @@ def head_ablation_table(evaluations):
 
 
 def zeroing_table(evaluations):
-    """zeroing_summary.parquet as scripts/zero_neurons.py writes it."""
+    """zeroing_summary.parquet as scripts/zero_neurons.py writes it (rim.neurons on per-prompt rows):
+    A_safe (4 neurons) and its two random sets, and a dose-response over k = 2, 4, 8."""
+    from rim.neurons import ZeroingCondition, dose_response, paired_changes
+
     plain = evaluations[(evaluations["checkpoint"] == "base") & (evaluations["mode"] == "no_think")
                         & evaluations["prompt_set"].isin(["harmful", "multiarith"])]
-    per_prompt = pd.concat([plain.assign(condition=c) for c in ("none", "safety", "random_0", "random_1")])
+    conditions = {"none": ZeroingCondition("none", 0, None, None), "safety": ZeroingCondition("safety_set", 4, None, {0: [1]})}
+    conditions.update({f"random_{d}": ZeroingCondition("random", 4, d, {0: [2]}) for d in (0, 1)})
+    for k in (2, 4, 8):
+        conditions[f"top_{k}"] = ZeroingCondition("safety_top", k, None, {0: [3]})
+        conditions.update({f"random_{k}_{d}": ZeroingCondition("random", k, d, {0: [4]}) for d in (0, 1)})
+    plain = plain.assign(phrases_refused=plain["phrases_refused"].where(plain["prompt_set"] != "harmful", True))
+    harmful = plain.index[plain["prompt_set"] == "harmful"]
+    frames = []
+    for name, condition in conditions.items():
+        frame = plain.assign(condition=name, neuron_family=condition.family, zeroed_neurons=condition.size)
+        if condition.family == "safety_top":  # larger top-k sets stop more refusals
+            frame.loc[harmful[: condition.size // 2], "phrases_refused"] = False
+        frames.append(frame)
+    per_prompt = pd.concat(frames, ignore_index=True)
     rates = summarize(per_prompt, by=["model", "condition", "prompt_set", "kind", "mode"], n_boot=50).assign(statistic="rate")
-    harmful = _effect_rows(["safety", "random_0", "random_1"], [("misalignment_rate", "phrases"), ("refusal_rate", "phrases")],
-                           prompt_set="harmful", kind="harmful")
-    math = _effect_rows(["safety", "random_0", "random_1"], [("math_accuracy", "exact_match")], prompt_set="multiarith",
-                        kind="math")
-    changes = pd.DataFrame(harmful + math).assign(model="tiny", mode="no_think")
-    return pd.concat([rates, changes], ignore_index=True)
+    changes = paired_changes(per_prompt, n_boot=50).assign(model="tiny", mode="no_think")
+    doses = dose_response(per_prompt, conditions, n_boot=50).assign(model="tiny", mode="no_think")
+    return pd.concat([rates, changes, doses], ignore_index=True)
 
 
 def ras_and_correlations():
@@ -415,13 +428,28 @@ def test_head_ablation_without_refusal_heads_says_so(tables):
     assert frame.empty and "No head showed the refusal-head move" in titles(chart.to_dict())
 
 
-def test_neuron_zeroing_compares_safety_with_random_neurons(tables):
+def test_neuron_zeroing_draws_the_dose_response_of_safety_and_random_neurons(tables):
     frame, chart = figures.build("neuron_zeroing", tables["neuron_zeroing"], {})
     spec = chart.to_dict()
-    assert fields(spec, "x") == {"condition_label"} and "group" in fields(spec, "color")
-    assert set(frame["condition_label"]) == {"safety neurons", "random neurons, draw 1", "random neurons, draw 2"}
+    assert "zeroed_neurons" in fields(spec, "x") and "family_label" in fields(spec, "color")
     assert set(frame["metric"]) == {"misalignment_rate", "math_accuracy"}
+    curve = frame[frame["metric"] == "misalignment_rate"].set_index(["neuron_family", "zeroed_neurons"])
+    assert sorted(curve.index) == [("random", 2), ("random", 4), ("random", 8), ("safety_set", 4),
+                                   ("safety_top", 2), ("safety_top", 4), ("safety_top", 8)]
+    # The fixture's top-k sets stop k/2 of its 8 refusals; random sets change nothing.
+    assert curve.loc[("safety_top", 8), "n"] == 8
+    assert curve.loc[("safety_top", 8), "value"] == pytest.approx(4 / 8)
+    assert curve.loc[("safety_top", 2), "value"] == pytest.approx(1 / 8)
+    assert curve.loc[("random", 4), "value"] == 0 and curve.loc[("random", 4), "draws"] == 4  # A_safe-sized + k = 4 draws
+    assert (curve["ci_low"] <= curve["value"]).all() and (curve["value"] <= curve["ci_high"]).all()
     assert frame["rate_without_zeroing"].between(0, 1).all()
+
+
+def test_neuron_zeroing_of_an_old_summary_says_to_rerun(tables):
+    old = tables["neuron_zeroing"]["zeroing"]
+    old = old[old["statistic"] != "dose_change"]
+    with pytest.raises(FigureError, match="rerun zero_neurons"):
+        figures.build("neuron_zeroing", {"zeroing": old}, {})
 
 
 def test_ras_panels_carry_r_p_and_ci_in_their_titles(tables, ras_tables):

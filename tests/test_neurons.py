@@ -117,7 +117,78 @@ def test_zeroing_conditions_group_each_set_by_layer():
         "neuron": [5, 7, 1, 9, 4, 4],
     })
     chosen = zeroing_conditions(sets, random_draws=1)
-    assert chosen == {"none": None, "safety": {0: [5], 2: [7]}, "random_0": {1: [1, 9]}}
+    assert {name: condition.zero for name, condition in chosen.items()} == {
+        "none": None, "safety": {0: [5], 2: [7]}, "random_0": {1: [1, 9]}
+    }
+    assert [(c.family, c.size) for c in chosen.values()] == [("none", 0), ("safety_set", 2), ("random", 2)]
+
+
+def test_safety_ranking_puts_a_safe_first_then_orders_by_mean_shift():
+    from rim.neurons import safety_ranking
+
+    # Neurons 1 and 3 are in every pair's top m (A_safe at q = 1); 3 shifts more. Neurons 0 and 2
+    # tie on frequency and on shift: the lower index goes first.
+    frequency = np.array([0.5, 1.0, 0.5, 1.0, 0.0])
+    mean_shift = np.array([0.2, 0.1, 0.2, 0.9, 5.0])
+    ranks = safety_ranking(frequency, mean_shift)
+    assert ranks.tolist() == [2, 1, 3, 0, 4]
+    # On real shifts, the top |A_safe| of the ranking is A_safe.
+    shifts = np.array([[0.0, 1.0, 0.0, 2.0, -1.0], [0.5, 1.0, 0.0, 2.0, -1.0], [0.0, 1.0, 0.7, 2.0, -1.0]])
+    chosen, frequency = safety_neurons(shifts, m=2)
+    ranks = safety_ranking(frequency, shifts.mean(axis=0))
+    assert chosen.tolist() == [1, 3]
+    assert sorted(np.argsort(ranks)[: chosen.size].tolist()) == [1, 3]
+
+
+def test_dose_conditions_take_the_top_k_and_random_sets_from_outside_it():
+    import pandas as pd
+
+    from rim.neurons import dose_conditions
+
+    # 2 layers x 5 neurons; rank 0 is layer 1 neuron 4, and so on down.
+    flat = np.arange(10)
+    scores = pd.DataFrame({"layer": flat // 5, "neuron": flat % 5, "rank": 9 - flat})
+    chosen = dose_conditions(scores, sizes=[3, 1], draws=2, seed=0)
+    assert list(chosen) == ["top_1", "random_1_0", "random_1_1", "top_3", "random_3_0", "random_3_1"]
+    assert chosen["top_1"].zero == {1: [4]}
+    assert chosen["top_3"].zero == {1: [4, 3, 2]} and chosen["top_3"].family == "safety_top"
+    for name in ("random_3_0", "random_3_1"):
+        zeroed = {(layer, n) for layer, ns in chosen[name].zero.items() for n in ns}
+        assert len(zeroed) == 3 and not zeroed & {(1, 4), (1, 3), (1, 2)}
+        assert chosen[name].family == "random" and chosen[name].size == 3
+    # Seeded: the same draw again, a different seed another one (over many neurons).
+    again = dose_conditions(scores, sizes=[3], draws=2, seed=0)
+    assert again["random_3_1"].zero == chosen["random_3_1"].zero
+    with pytest.raises(ConfigError, match="neurons.zeroing.sizes.*10 must be between 1 and"):
+        dose_conditions(scores, sizes=[10], draws=1, seed=0)
+
+
+def test_dose_response_pools_random_draws_per_prompt_before_the_bootstrap():
+    import pandas as pd
+
+    from rim.neurons import ZeroingCondition, dose_response
+
+    refused = {
+        "none": [True, True, True, True],
+        "top_2": [False, False, True, True],  # two of four stop refusing: +0.5
+        "random_2_0": [False, True, True, True],  # one: +0.25
+        "random_2_1": [True, True, True, True],  # none: 0
+    }
+    rows = [{"prompt_set": "harmful", "kind": "harmful", "condition": c, "prompt_id": p, "phrases_refused": flag}
+            for c, flags in refused.items() for p, flag in zip("abcd", flags)]
+    conditions = {
+        "none": ZeroingCondition("none", 0, None, None),
+        "top_2": ZeroingCondition("safety_top", 2, None, {0: [0, 1]}),
+        "random_2_0": ZeroingCondition("random", 2, 0, {0: [2, 3]}),
+        "random_2_1": ZeroingCondition("random", 2, 1, {0: [4, 5]}),
+    }
+    doses = dose_response(pd.DataFrame(rows), conditions, n_boot=200)
+    doses = doses[doses["metric"] == "misalignment_rate"].set_index("neuron_family")
+    assert doses.loc["safety_top", "value"] == pytest.approx(0.5)
+    assert doses.loc["random", "value"] == pytest.approx(0.125)  # per prompt (0.5, 0, 0, 0), mean over prompts
+    assert doses.loc["random", "draws"] == 2 and doses.loc["random", "zeroed_neurons"] == 2
+    assert doses.loc["random", "n"] == 4  # the interval is over prompts, not over prompts x draws
+    assert (doses["statistic"] == "dose_change").all()
 
 
 def test_paired_changes_are_per_prompt_differences_from_no_intervention():

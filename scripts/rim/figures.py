@@ -984,61 +984,68 @@ def head_ablation(ablation: pd.DataFrame, **settings):
 
 
 # ----- 9. zeroing safety neurons vs random neurons ----------------------------------------------------------------
+NEURON_FAMILIES = {
+    "safety_top": "top k of the safety score",
+    "safety_set": "safety set A_safe",
+    "random": "random neurons (mean of draws)",
+}
+NEURON_FAMILY_COLORS = {"safety_top": "#d62728", "safety_set": "#7f0000", "random": "#8c8c8c"}
+
+
 def neuron_zeroing_data(
     zeroing: pd.DataFrame,
     *,
     judge: str = "phrases",
     metrics: Sequence[str] = ("misalignment_rate", "math_accuracy"),
 ) -> pd.DataFrame:
-    """Paired change from no intervention per condition (safety neurons, each random draw) and metric,
-    with the rate without intervention."""
+    """Dose-response of zeroing: the paired change from no intervention per neuron family (top k of
+    the safety score, A_safe, random sets with their draws pooled) and number of neurons zeroed,
+    with the rate without intervention (docs/method.md#zeroing-dose-response)."""
     figure = "neuron_zeroing"
     require(zeroing, (*EFFECT_COLUMNS, "prompt_set"), figure, "zeroing")
     wanted = zeroing["metric"].isin(metrics) & (zeroing["judge"] == zeroing["metric"].map(lambda m: _judge_of(m, judge)))
-    rows = zeroing[wanted & (zeroing["statistic"] == "change_from_none")].copy()
-    nonempty(rows, figure, f"no paired changes of {', '.join(metrics)}")
+    rows = zeroing[wanted & (zeroing["statistic"] == "dose_change")].copy()
+    nonempty(rows, figure, f"no dose-response rows (statistic dose_change) of {', '.join(metrics)}; "
+             "the zeroing summary predates them: rerun zero_neurons")
+    require(rows, ("neuron_family", "zeroed_neurons", "draws"), figure, "zeroing")
     plain = zeroing[wanted & (zeroing["statistic"] == "rate") & (zeroing["condition"] == "none")]
     plain = plain.set_index(["model", "prompt_set", "metric"])["value"]
     rows["rate_without_zeroing"] = [plain.get((m, p, k), np.nan) for m, p, k in zip(rows["model"], rows["prompt_set"], rows["metric"])]
-    rows["condition_label"] = rows["condition"].map(_neuron_condition)
-    rows["group"] = np.where(rows["condition"] == "safety", "safety neurons", "random neurons")
+    rows["family_label"] = rows["neuron_family"].map(NEURON_FAMILIES).fillna(rows["neuron_family"].map(words))
+    rows["zeroed_neurons"] = rows["zeroed_neurons"].astype(int)
     rows["panel"] = _model_panel(rows.assign(panel=rows["metric"].map(METRIC_TITLES) + " on " + rows["prompt_set"]), "panel")
-    return rows.reset_index(drop=True)
+    return rows.sort_values(["panel", "neuron_family", "zeroed_neurons"]).reset_index(drop=True)
 
 
-def _neuron_condition(condition: str) -> str:
-    if condition == "safety":
-        return "safety neurons"
-    if condition.startswith("random_"):
-        return f"random neurons, draw {int(condition.removeprefix('random_')) + 1}"
-    return words(condition)
-
-
-def draw_neuron_zeroing(frame: pd.DataFrame, *, width: int | None = None, height: int = 200):
-    conditions = sorted(frame["condition_label"].unique(), key=lambda c: (c != "safety neurons", c))
-    width = width or max(160, 55 * len(conditions))
-    x = alt.X("condition_label:N", sort=conditions, title=None, axis=alt.Axis(labelAngle=-30))
-    groups = ["safety neurons", "random neurons"]
-    color = alt.Color("group:N", title="Neurons zeroed", sort=groups, scale=alt.Scale(domain=groups, range=["#d62728", "#8c8c8c"]),
-                      legend=alt.Legend(symbolType="square", symbolOpacity=1))
+def draw_neuron_zeroing(frame: pd.DataFrame, *, width: int = 260, height: int = 200):
+    families = [f for f in NEURON_FAMILIES if f in set(frame["neuron_family"])]
+    labels = [NEURON_FAMILIES[f] for f in families]
+    color = alt.Color("family_label:N", title="Neurons zeroed", sort=labels,
+                      scale=alt.Scale(domain=labels, range=[NEURON_FAMILY_COLORS[f] for f in families]))
+    sizes = sorted(frame["zeroed_neurons"].unique())
+    x = alt.X("zeroed_neurons:Q", title="Neurons zeroed (log scale)",
+              scale=alt.Scale(type="log", domain=[sizes[0] / 1.5, sizes[-1] * 1.5], nice=False),
+              axis=alt.Axis(values=[int(s) for s in sizes], format="~s"))
     charts = []
     for panel, part in frame.groupby("panel", sort=False):
         metric = part["metric"].iloc[0]
         value_format = "+.1%" if metric in RATE_METRICS else "+.3f"
-        tooltip = ["condition_label:N", *_ci_tooltip(value_format),
+        tooltip = ["family_label:N", alt.Tooltip("zeroed_neurons:Q", title="neurons zeroed"), *_ci_tooltip(value_format),
+                   alt.Tooltip("draws:Q", title="random draws pooled"),
                    alt.Tooltip("rate_without_zeroing:Q", title="without zeroing", format=".3~f"), alt.Tooltip("n:Q", title="prompts")]
-        bars = alt.Chart().mark_bar(width=alt.RelativeBandSize(0.7)).encode(
-            x=x, y=alt.Y("value:Q", title="Change from no zeroing (95% CI)", axis=change_axis(metric),
-                         scale=change_scale(part, metric)), color=color, tooltip=tooltip)
-        # A tick at every value, so that "no change" shows as a mark on the zero line.
-        values = alt.Chart().mark_tick(thickness=2, size=24, opacity=1).encode(x=x, y="value:Q", color=color, tooltip=tooltip)
-        ci = alt.Chart().mark_rule(strokeWidth=1.5, color="black").encode(x=x, y="ci_low:Q", y2="ci_high:Q")
-        zero = alt.Chart().mark_rule(color="#666666").encode(y=alt.datum(0))
-        charts.append(alt.layer(bars, zero, values, ci, data=part).properties(width=width, height=height,
-                                                                              title=panel_title(panel)))
-    return finish(grid(charts, 2), "Zeroing the safety-critical neurons vs the same number of random neurons",
-                  ["Base model; paired change from no intervention over the same prompts.",
-                   "Black lines: 95% bootstrap intervals"])
+        y = alt.Y("value:Q", title="Change from no zeroing (95% CI)", axis=change_axis(metric), scale=change_scale(part, metric))
+        curves = part[part["neuron_family"] != "safety_set"]
+        line = alt.Chart(curves).mark_line(strokeWidth=2).encode(x=x, y=y, color=color, detail="family_label:N")
+        points = alt.Chart(part).mark_point(filled=True, size=60, opacity=1).encode(
+            x=x, y=y, color=color, tooltip=tooltip,
+            shape=alt.Shape("family_label:N", sort=labels, legend=None,
+                            scale=alt.Scale(domain=labels, range=["circle" if f != "safety_set" else "diamond" for f in families])))
+        ci = alt.Chart(part).mark_rule(strokeWidth=1.5).encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=color)
+        zero = alt.Chart(part).mark_rule(color="#666666").encode(y=alt.datum(0))
+        charts.append(alt.layer(zero, ci, line, points).properties(width=width, height=height, title=panel_title(panel)))
+    return finish(grid(charts, 2), "Zeroing the most safety-critical neurons vs the same number of random neurons",
+                  ["Base model; paired change from no intervention over the same prompts, by the number of neurons zeroed.",
+                   "Random sets: the draws' per-prompt changes averaged; vertical lines: 95% bootstrap intervals over prompts"])
 
 
 def neuron_zeroing(zeroing: pd.DataFrame, **settings):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -158,6 +158,63 @@ def random_neuron_sets(
     return sets
 
 
+def safety_ranking(frequency: np.ndarray, mean_shift: np.ndarray) -> np.ndarray:
+    """Every neuron's rank by the safety score, 0 = most safety-critical (flat index order).
+
+    The score orders by selection frequency (the share of pairs whose top m hold the neuron: the
+    quantity A_safe thresholds), then by mean shift f(-MI) - f(plain), then by index. So the top
+    |A_safe| neurons are A_safe itself, and larger top-k sets extend it by the next most selected
+    neurons (docs/method.md#zeroing-dose-response).
+    """
+    frequency, mean_shift = np.asarray(frequency, dtype=float), np.asarray(mean_shift, dtype=float)
+    if frequency.shape != mean_shift.shape:
+        raise DataError(f"selection frequency and mean shift differ in shape: {frequency.shape} vs {mean_shift.shape}")
+    # lexsort sorts by the last key first; the index keeps ties deterministic.
+    order = np.lexsort((np.arange(frequency.size), -np.nan_to_num(mean_shift, nan=-np.inf), -frequency))
+    ranks = np.empty(frequency.size, dtype=np.int64)
+    ranks[order] = np.arange(frequency.size)
+    return ranks
+
+
+@dataclass(frozen=True)
+class ZeroingCondition:
+    """One condition of the zeroing test: which neurons are zeroed and how it is grouped.
+
+    ``family``: none, safety_set (A_safe), safety_top (the top k of the safety score) or random;
+    ``size`` the number of neurons zeroed; ``zero`` the ``{layer: [neurons]}`` to zero (None: none).
+    """
+
+    family: str
+    size: int
+    draw: int | None
+    zero: dict[int, list[int]] | None
+
+
+def dose_conditions(scores: "pd.DataFrame", sizes: Sequence[int], draws: int, seed: int) -> dict[str, ZeroingCondition]:
+    """Conditions top_<k> (the k highest-ranked neurons of ``scores``) and random_<k>_<d> (k neurons
+    drawn, seeded, from those outside the top k) for each k in ``sizes``.
+
+    ``scores``: one row per neuron with columns layer, neuron, rank (find_safety_neurons).
+    """
+    from rim.hooks import units_by_layer
+
+    ordered = scores.sort_values("rank", kind="stable")
+    layers, neurons = ordered["layer"].to_numpy(np.int64), ordered["neuron"].to_numpy(np.int64)
+    out: dict[str, ZeroingCondition] = {}
+    for size in sorted({int(k) for k in sizes}):
+        if not 1 <= size < len(ordered):
+            raise ConfigError(
+                f"config key 'neurons.zeroing.sizes': {size} must be between 1 and the number of neurons minus one "
+                f"({len(ordered) - 1})"
+            )
+        out[f"top_{size}"] = ZeroingCondition("safety_top", size, None, units_by_layer(zip(layers[:size], neurons[:size])))
+        for draw in range(draws):
+            rng = np.random.default_rng([seed, size, draw])
+            picked = np.sort(rng.choice(np.arange(size, len(ordered)), size=size, replace=False))
+            out[f"random_{size}_{draw}"] = ZeroingCondition("random", size, draw, units_by_layer(zip(layers[picked], neurons[picked])))
+    return out
+
+
 def layer_neuron(flat: np.ndarray, n_neurons: int) -> tuple[np.ndarray, np.ndarray]:
     flat = np.asarray(flat, dtype=np.int64)
     return flat // n_neurons, flat % n_neurons
@@ -242,16 +299,18 @@ def zeroing_params(config) -> dict:
 
 
 # ----- the zeroing test (docs/method.md#6-safety-neurons-and-ras) ----------------------------------
-def zeroing_conditions(sets: pd.DataFrame, random_draws: int) -> dict[str, dict | None]:
-    """Condition name -> zero_neurons mapping ({layer: [neurons]}); None = no intervention."""
+def zeroing_conditions(sets: pd.DataFrame, random_draws: int) -> dict[str, ZeroingCondition]:
+    """Condition name -> what it zeroes: none, A_safe (safety) and its first random control sets."""
     from rim.hooks import units_by_layer
 
-    out: dict[str, dict | None] = {"none": None}
     safety = sets[sets["neuron_set"] == "safety"]
-    out["safety"] = units_by_layer(zip(safety["layer"], safety["neuron"]))
+    out = {
+        "none": ZeroingCondition("none", 0, None, None),
+        "safety": ZeroingCondition("safety_set", len(safety), None, units_by_layer(zip(safety["layer"], safety["neuron"]))),
+    }
     for draw in range(random_draws):
         part = sets[(sets["neuron_set"] == "random") & (sets["draw"] == draw)]
-        out[f"random_{draw}"] = units_by_layer(zip(part["layer"], part["neuron"]))
+        out[f"random_{draw}"] = ZeroingCondition("random", len(part), draw, units_by_layer(zip(part["layer"], part["neuron"])))
     return out
 
 
@@ -264,25 +323,66 @@ def paired_changes(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0, outco
     """
     import pandas as pd
 
-    from rim.evaluation.summary import METRICS, outcome_convention
     from rim.stats import bootstrap
 
-    convention = outcome_convention(outcomes)
-
     rows = []
+    for (prompt_set, kind, metric, judge), wide in _per_prompt_values(frame, outcomes):
+        for condition in [c for c in wide.columns if c != "none"]:
+            difference = (wide[condition] - wide["none"]).to_numpy(dtype=float)
+            if np.isnan(difference).all():
+                continue
+            estimate = bootstrap(difference, n_boot=n_boot, seed=seed)
+            rows.append({"prompt_set": prompt_set, "kind": kind, "condition": condition, "metric": metric, "judge": judge,
+                         "statistic": "change_from_none", "value": estimate.value, "ci_low": estimate.ci_low,
+                         "ci_high": estimate.ci_high, "n": estimate.n})
+    return pd.DataFrame(rows)
+
+
+def _per_prompt_values(frame: pd.DataFrame, outcomes):
+    """((prompt_set, kind, metric, judge), prompt x condition table of the metric's per-prompt value)
+    for every metric the frame's judges give; only groups with a no-intervention condition."""
+    from rim.evaluation.summary import METRICS, outcome_convention
+
+    convention = outcome_convention(outcomes)
     for (prompt_set, kind), part in frame.groupby(["prompt_set", "kind"], sort=False):
-        for metric, judge, column, kinds, values, binary in METRICS:
+        for metric, judge, column, kinds, values, _binary in METRICS:
             if column not in part or (kinds is not None and kind not in kinds):
                 continue
             wide = part.assign(_v=values(part, convention)).pivot_table(index="prompt_id", columns="condition", values="_v", aggfunc="first")
-            if "none" not in wide:
+            if "none" in wide:
+                yield (prompt_set, kind, metric, judge), wide
+
+
+def dose_response(
+    frame: pd.DataFrame, conditions: Mapping[str, ZeroingCondition], n_boot: int = 1000, seed: int = 0, outcomes=None
+) -> pd.DataFrame:
+    """Change from no intervention per (neuron family, number zeroed), prompt set and metric.
+
+    The draws of a random family at one size are pooled per prompt (the mean of the draws'
+    per-prompt changes) before the bootstrap over prompts, so its interval is over prompts for the
+    average random set of that size (docs/method.md#zeroing-dose-response).
+    """
+    import pandas as pd
+
+    from rim.stats import bootstrap
+
+    groups: dict[tuple[str, int], list[str]] = {}
+    for name, condition in conditions.items():
+        if condition.family != "none":
+            groups.setdefault((condition.family, condition.size), []).append(name)
+    rows = []
+    for (prompt_set, kind, metric, judge), wide in _per_prompt_values(frame, outcomes):
+        for (family, size), names in sorted(groups.items()):
+            present = [name for name in names if name in wide]
+            if not present:
                 continue
-            for condition in [c for c in wide.columns if c != "none"]:
-                difference = (wide[condition] - wide["none"]).to_numpy(dtype=float)
-                if np.isnan(difference).all():
-                    continue
-                estimate = bootstrap(difference, n_boot=n_boot, seed=seed)
-                rows.append({"prompt_set": prompt_set, "kind": kind, "condition": condition, "metric": metric, "judge": judge,
-                             "statistic": "change_from_none", "value": estimate.value, "ci_low": estimate.ci_low,
-                             "ci_high": estimate.ci_high, "n": estimate.n})
+            changes = wide[present].sub(wide["none"], axis=0)
+            difference = changes.mean(axis=1, skipna=True).to_numpy(dtype=float)
+            if np.isnan(difference).all():
+                continue
+            estimate = bootstrap(difference, n_boot=n_boot, seed=seed)
+            rows.append({"prompt_set": prompt_set, "kind": kind, "condition": f"{family}_{size}", "neuron_family": family,
+                         "zeroed_neurons": size, "draws": len(present), "metric": metric, "judge": judge,
+                         "statistic": "dose_change", "value": estimate.value, "ci_low": estimate.ci_low,
+                         "ci_high": estimate.ci_high, "n": estimate.n})
     return pd.DataFrame(rows)

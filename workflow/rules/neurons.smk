@@ -31,6 +31,7 @@ rule safety_neurons:
         dump="results/activations/{model}/base.h5",
     output:
         sets="results/neurons/{model}/neuron_sets.parquet",
+        scores="results/neurons/{model}/neuron_scores.parquet",
     log:
         "logs/safety_neurons/{model}.log",
     benchmark:
