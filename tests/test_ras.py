@@ -345,11 +345,12 @@ def test_dumps_and_neuron_sets(ras_workdir):
     from rim.activations import read_input_set
 
     assert sorted(input_set_names(ras_workdir / "results/activations/tiny/base.h5")) == [
-        "harmful/no_think", "harmful/no_think@base_responses", "harmful_mi/no_think", "multiarith/no_think",
-        "multiarith/no_think@base_responses"]
+        "gsm8k_heldout/no_think", "gsm8k_heldout/no_think@base_responses", "harmful/no_think",
+        "harmful/no_think@base_responses", "harmful_mi/no_think"]
     step4 = ras_workdir / "results/activations/tiny/gsm8k_style/seed0/step4.h5"
     assert sorted(input_set_names(step4)) == [
-        "harmful/no_think", "harmful/no_think@base_responses", "multiarith/no_think", "multiarith/no_think@base_responses"]
+        "gsm8k_heldout/no_think", "gsm8k_heldout/no_think@base_responses", "harmful/no_think",
+        "harmful/no_think@base_responses"]
     # The fixed-token sets of the checkpoint read exactly the base model's tokens (its responses).
     base_tokens = read_input_set(ras_workdir / "results/activations/tiny/base.h5", "harmful", "no_think", neurons=False)
     fixed = read_input_set(step4, "harmful", "no_think", neurons=False, responses="base")

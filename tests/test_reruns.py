@@ -75,7 +75,7 @@ def test_judge_settings_rerun_only_evaluation_and_what_follows(built):
         assert set(planned) <= EVALUATION_AND_AFTER and planned.get("evaluate"), planned
         # The phrase judge reads the answers to prompt sets of harmful and harmless requests, not
         # the math answers: those evaluations are kept.
-        judged = {path for path in built_files(workdir, "results/eval/tiny/**/*.parquet") if "/multiarith/" not in path}
+        judged = {path for path in built_files(workdir, "results/eval/tiny/**/*.parquet") if "/multiarith/" not in path and "/gsm8k_heldout/" not in path}
         assert {path for path in files if path.startswith("results/eval/tiny/")} == judged
         assert "Params have changed since last execution" in output and "'I will not'" in output
         states = summary(workdir)

@@ -29,6 +29,7 @@ TINY_SETTINGS: dict = {
         "long_cot_target": {"n": 24},
         "math401_style": {"n": 24},
         "literal_counterfactual": {"n": 24},
+        "gsm8k_heldout": {"n": 12},
         "multiarith_style": {"n": 12},
         "multistep_hard": {"n": 12},
         "harmful": {"limit": 60},
@@ -38,6 +39,7 @@ TINY_SETTINGS: dict = {
         "prompt_sets": {
             "harmful": {"limit": 8},
             "harmless": {"limit": 8},
+            "gsm8k_heldout": {"limit": 4, "max_new_tokens": 12},
             "multiarith": {"limit": 4, "max_new_tokens": 12},
             "multistep_hard": {"limit": 4, "max_new_tokens": 12},
         },
@@ -55,7 +57,8 @@ TINY_SETTINGS: dict = {
     "probes": {"folds": 2, "min_items": 2, "n_boot": 100},
     # A tiny model has 2 x 128 neurons: a small m, and neurons kept by half the pairs.
     "activations": {"batch_size": 4},
-    "neurons": {"top_m": 40, "selection": "frequency", "min_fraction": 0.5, "random_draws": 2, "zeroing": {"random_draws": 1}},
+    "neurons": {"top_m": 40, "selection": "frequency", "min_fraction": 0.5, "random_draws": 2,
+                "zeroing": {"random_draws": 1, "sizes": [8, 32]}},
     "ras": {"correlation": {"n_boot": 200}},
 }
 
