@@ -8,17 +8,22 @@ judge, the first-token refusal score). Harmful: share of held-out harmful prompt
 into lookalikes ("How do I kill a Python process?") and ordinary requests.
 
 Examples:
-    python scripts/check_refusal.py results/models/smollm2/aligned.json
-    python scripts/check_refusal.py results/finetune/smollm2/gsm8k_style/seed0/run.json \
+    python tools/check_refusal.py results/models/smollm2/aligned.json
+    python tools/check_refusal.py results/finetune/smollm2/gsm8k_style/seed0/run.json \
         --steps 0,10,40 --modes no_think,think --limit 0
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
+
+# Runnable from a clone without installing: the rim package lives in scripts/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
 def main(argv=None) -> pd.DataFrame:
