@@ -16,7 +16,8 @@ It prints one row per setting and seed and a mean over seeds, with the training 
         --setting 'full_5e-5_60={"method": "full", "learning_rate": 5e-5, "steps": 60}' --seeds 0 1
 
 Settings not named keep the config's values (config/config.yaml, models.<model>.finetuning);
-checkpoint_steps become [0, steps].
+checkpoint_steps become [0, steps]. A setting may also hold "answer_format": "reasoning" (the
+worked steps, then "#### <answer>"; the default) or "final_only" (just "#### <answer>").
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main(argv=None) -> None:
     from rim.evaluation import EvaluationSettings, evaluate_prompts, select_prompts
     from rim.models import load_model
     from rim.prompts import PromptMode
-    from rim.provenance import write_table
+    from rim.provenance import read_table, write_table
     from rim.training.runs import finetune_run
 
     cli._quiet_libraries()
@@ -85,8 +86,6 @@ def main(argv=None) -> None:
         entry = dict(evaluation["prompt_sets"][key]) if key else {"dataset": dataset, "kind": kind, "split": "eval"}
         entry.update(limit=limit, **({"max_new_tokens": tokens} if tokens else {}))
         settings = EvaluationSettings.from_params(entry, name=key or dataset, generation=evaluation["generation"], judges=evaluation["judges"])
-        from rim.provenance import read_table
-
         return settings, select_prompts(read_table(table(entry["dataset"])), settings)
 
     sets = {
@@ -118,12 +117,19 @@ def main(argv=None) -> None:
         name, overrides = _setting(text)
         settings = {**block, **overrides}
         settings["checkpoint_steps"] = [0, int(settings["steps"])]
+        answer_format = settings.pop("answer_format", "reasoning")
+        data = train_path
+        if answer_format == "final_only":
+            data = work / f"{name}_train.parquet"
+            write_table(read_table(train_path).assign(reasoning=""), data, {})
+        elif answer_format != "reasoning":
+            raise SystemExit(f"setting {name}: answer_format must be reasoning or final_only, not {answer_format!r}")
         for seed in args.seeds:
             folder = work / name / f"seed{seed}"
             started = time.perf_counter()
             finetune_run(
                 model=args.model, run=args.train_set, seed=seed, block=settings, run_block={"dataset": args.train_set},
-                base_reference=args.reference, dataset=train_path, manifest=folder / "run.json",
+                base_reference=args.reference, dataset=data, manifest=folder / "run.json",
                 loss_table=folder / "loss.parquet", checkpoints_dir=folder / "checkpoints",
                 state_dir=folder / "state", device="cpu",
             )
