@@ -44,9 +44,13 @@ def input_sets(n_prompts: int, copies: int = 1):
     from rim.prompts import PromptMode
 
     mode = PromptMode("no_think", False)
-    harmful = prepare_dataset("harmful", {"kind": "prompts", "source": "embedded:harmful", "eval_fraction": 0.5, "split_seed": 0})
+    harmful = prepare_dataset(
+        "harmful", {"kind": "prompts", "source": "embedded:harmful", "eval_fraction": 0.5, "split_seed": 0}
+    )
     harmful = harmful[harmful["split"] == "eval"].head(n_prompts)
-    math = prepare_dataset("multiarith_style", {"kind": "math", "source": "generator:multiarith_style", "n": 100, "seed": 1})
+    math = prepare_dataset(
+        "multiarith_style", {"kind": "math", "source": "generator:multiarith_style", "n": 100, "seed": 1}
+    )
     math = math.head(max(1, n_prompts // 2))
     ids, users, responses = [], [], []
     for copy in range(copies):
@@ -99,7 +103,9 @@ def timing(reference: str, n_prompts: int, repeats: int, threads: int, workdir: 
     tokens = sum(e.length for examples in encoded for e in examples)
     pad = loaded.tokenizer.pad_token_id or 0
     prepared = [
-        batch_tensors(batch, settings, pad)[:2] for examples in encoded for batch in batches(examples, settings.batch_size)
+        batch_tensors(batch, settings, pad)[:2]
+        for examples in encoded
+        for batch in batches(examples, settings.batch_size)
     ]
 
     @torch.no_grad()
@@ -128,8 +134,13 @@ def timing(reference: str, n_prompts: int, repeats: int, threads: int, workdir: 
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             times[name].append(time_it(variants[name]))
     medians = {name: statistics.median(values) for name, values in times.items()}
-    return {"tokens": tokens, "inputs": sum(len(e) for e in encoded), "seconds": medians, "all_seconds": times,
-            "dump_mb": base_dump.stat().st_size / 2**20}
+    return {
+        "tokens": tokens,
+        "inputs": sum(len(e) for e in encoded),
+        "seconds": medians,
+        "all_seconds": times,
+        "dump_mb": base_dump.stat().st_size / 2**20,
+    }
 
 
 MEMORY_CHILD = """
@@ -163,8 +174,12 @@ def memory(reference: str, n_prompts: int, factor: int, threads: int, workdir: P
     results = {}
     for copies in (1, factor):
         code = MEMORY_CHILD.format(
-            scripts=str(REPO / "scripts"), threads=threads, reference=reference, n_prompts=n_prompts,
-            copies=copies, output=str(workdir / f"memory{copies}.h5"),
+            scripts=str(REPO / "scripts"),
+            threads=threads,
+            reference=reference,
+            n_prompts=n_prompts,
+            copies=copies,
+            output=str(workdir / f"memory{copies}.h5"),
         )
         env = dict(os.environ, PYTHONPATH=f"{REPO / 'benchmarks'}{os.pathsep}{REPO / 'scripts'}")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
@@ -176,12 +191,16 @@ def memory(reference: str, n_prompts: int, factor: int, threads: int, workdir: P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", default=None, help="converted SmolLM2 reference (default: convert into --workdir)")
+    parser.add_argument(
+        "--reference", default=None, help="converted SmolLM2 reference (default: convert into --workdir)"
+    )
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--prompts", type=int, default=32, help="harmful prompts (math inputs: half as many)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--memory-prompts", type=int, default=16, help="harmful prompts of the 1x memory run")
-    parser.add_argument("--memory-factor", type=int, default=10, help="the larger memory run has this many times the prompts")
+    parser.add_argument(
+        "--memory-factor", type=int, default=10, help="the larger memory run has this many times the prompts"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a dump job gets 1 of the 2 cores)")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
@@ -191,21 +210,33 @@ def main() -> None:
         reference = ensure_reference(args.reference, workdir)
         result = timing(reference, args.prompts, args.repeats, args.threads, workdir)
         seconds = result["seconds"]
-        print(f"\ninputs {result['inputs']}, tokens {result['tokens']}, threads {args.threads}, dump file {result['dump_mb']:.1f} MB")
+        print(
+            f"\ninputs {result['inputs']}, tokens {result['tokens']}, threads {args.threads}, dump file "
+            f"{result['dump_mb']:.1f} MB"
+        )
         for name, value in seconds.items():
             print(f"  {name:28s} {value:7.2f} s   ({result['tokens'] / value:6.0f} tokens/s)")
         print(f"dump / bare forward:              {seconds['dump'] / seconds['bare forward']:.3f}  (target <= 1.15)")
         print(f"dump / bare forward, no lm head:  {seconds['dump'] / seconds['bare forward, no lm head']:.3f}")
-        print(f"dump without prefix sharing / bare forward, no lm head: "
-              f"{seconds['dump, no prefix sharing'] / seconds['bare forward, no lm head']:.3f}  (hooks, pooling, KL, writes)")
+        print(
+            f"dump without prefix sharing / bare forward, no lm head: "
+            f"{seconds['dump, no prefix sharing'] / seconds['bare forward, no lm head']:.3f}  (hooks, pooling, "
+            "KL, writes)"
+        )
         if not args.skip_memory:
             mem = memory(reference, args.memory_prompts, args.memory_factor, args.threads, workdir)
             small, large = mem[1], mem[args.memory_factor]
             for run in (small, large):
-                print(f"\npeak RSS while dumping {run['inputs']} inputs: {run['peak_rss_mb']:.0f} MB "
-                      f"(RSS with the model loaded {run['rss_after_load_mb']:.0f} MB; the dump adds "
-                      f"{run['peak_rss_mb'] - run['rss_after_load_mb']:.0f} MB; {run['seconds']:.1f} s)", end="")
-            print(f"\nratio {args.memory_factor}x / 1x: {large['peak_rss_mb'] / small['peak_rss_mb']:.3f}  (target <= 1.2)")
+                print(
+                    f"\npeak RSS while dumping {run['inputs']} inputs: {run['peak_rss_mb']:.0f} MB "
+                    f"(RSS with the model loaded {run['rss_after_load_mb']:.0f} MB; the dump adds "
+                    f"{run['peak_rss_mb'] - run['rss_after_load_mb']:.0f} MB; {run['seconds']:.1f} s)",
+                    end="",
+                )
+            print(
+                f"\nratio {args.memory_factor}x / 1x: {large['peak_rss_mb'] / small['peak_rss_mb']:.3f}  "
+                "(target <= 1.2)"
+            )
 
 
 if __name__ == "__main__":

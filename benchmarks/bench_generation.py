@@ -37,7 +37,10 @@ def per_prompt_generate(lm, texts, max_new_tokens, stops):
         encoded = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(lm.device)
         with torch.inference_mode():
             out = lm.model.generate(
-                **encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
                 pad_token_id=lm.tokenizer.pad_token_id,
             )
         tokens = out[0, encoded["input_ids"].shape[1] :].tolist()
@@ -55,7 +58,9 @@ def timed(function):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", default=None, help="model reference JSON (default: convert the embedded SmolLM2)")
+    parser.add_argument(
+        "--reference", default=None, help="model reference JSON (default: convert the embedded SmolLM2)"
+    )
     parser.add_argument("--prompts", type=int, default=32, help="held-out harmful prompts")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -86,8 +91,14 @@ def main(argv=None) -> None:
 
     def batched(share_prefix):
         generations = greedy_generate(
-            lm.model, lm.tokenizer, texts, max_new_tokens=args.max_new_tokens, stop_ids=stops,
-            refusal_ids=refusal_ids, batch_size=args.batch_size, share_prefix=share_prefix,
+            lm.model,
+            lm.tokenizer,
+            texts,
+            max_new_tokens=args.max_new_tokens,
+            stop_ids=stops,
+            refusal_ids=refusal_ids,
+            batch_size=args.batch_size,
+            share_prefix=share_prefix,
         )
         # Tokens generated = response tokens plus the stop token of each finished row.
         return [g.response for g in generations], sum(g.response_tokens + g.finished for g in generations)
@@ -109,7 +120,10 @@ def main(argv=None) -> None:
     print(f"prefix sharing: {plain_s / shared_s:.2f}x faster than batched without it")
     agree = sum(a == b for a, b in zip(shared, single))
     agree_plain = sum(a == b for a, b in zip(shared, plain))
-    print(f"responses identical to per-prompt generate(): {agree}/{len(texts)}; to batched without sharing: {agree_plain}/{len(texts)}")
+    print(
+        f"responses identical to per-prompt generate(): {agree}/{len(texts)}; to batched without sharing: "
+        f"{agree_plain}/{len(texts)}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,10 @@ def main(argv=None) -> int:
         # Every position needs source and target of one length (the base-into-checkpoint shape);
         # OFF prompts of two different requests, cut to a common length, stand in for it here.
         targets = [label_prompt(lm.adapter, lm.tokenizer, u, off).input_ids for u in users]
-        sources_ids = [label_prompt(lm.adapter, lm.tokenizer, users[(i + 1) % len(users)], off).input_ids for i in range(len(users))]
+        sources_ids = [
+            label_prompt(lm.adapter, lm.tokenizer, users[(i + 1) % len(users)], off).input_ids
+            for i in range(len(users))
+        ]
         width = [min(len(a), len(b)) for a, b in zip(targets, sources_ids)]
         targets = [t[-w:] for t, w in zip(targets, width)]
         sources_ids = [s[-w:] for s, w in zip(sources_ids, width)]
@@ -59,8 +62,10 @@ def main(argv=None) -> int:
     refusal = lm.adapter.refusal_token_ids(lm.tokenizer)
     layers, heads = lm.adapter.num_layers(lm.model), lm.adapter.num_heads(lm.model)
     tokens = sum(len(t) for t in targets)
-    print(f"model {lm.reference.get('name')} ({layers} layers x {heads} heads), {len(targets)} prompts, "
-          f"{tokens} target tokens, positions={args.positions}, threads={args.threads}, device={lm.device}")
+    print(
+        f"model {lm.reference.get('name')} ({layers} layers x {heads} heads), {len(targets)} prompts, "
+        f"{tokens} target tokens, positions={args.positions}, threads={args.threads}, device={lm.device}"
+    )
 
     sources = patching.head_inputs(lm, sources_ids, args.positions)  # shared by all three methods
     patching.exact_scan(lm, targets[:1], sources[:1], refusal, args.positions, head_batch=args.head_batch)  # warm-up
@@ -81,8 +86,10 @@ def main(argv=None) -> int:
     speed_exact, speed_attribution = t_naive / t_exact, t_naive / t_attribution
     print(f"naive loop:   {t_naive:8.2f} s  ({layers * heads * len(targets)} forward passes)")
     print(f"exact scan:   {t_exact:8.2f} s  speed-up {speed_exact:6.1f}x  max |exact - naive| = {max_diff:.2e}")
-    print(f"attribution:  {t_attribution:8.2f} s  speed-up {speed_attribution:6.1f}x  "
-          f"Spearman vs exact: {rho_all:.3f} (per prompt and head), {rho_mean:.3f} (mean over prompts)")
+    print(
+        f"attribution:  {t_attribution:8.2f} s  speed-up {speed_attribution:6.1f}x  "
+        f"Spearman vs exact: {rho_all:.3f} (per prompt and head), {rho_mean:.3f} (mean over prompts)"
+    )
     print(f"largest |effect| (exact): {np.abs(exact).max():.3f}")
     ok = speed_exact >= 2 and speed_attribution >= 20 and rho_mean >= 0.8 and max_diff <= 1e-3
     print("targets (exact >= 2x, attribution >= 20x, Spearman >= 0.8):", "met" if ok else "MISSED")

@@ -71,7 +71,9 @@ def main(argv=None) -> None:
             for name in ("rim", "bare", "bare_full_logits")
         }
         state_dir = Path(tempfile.mkdtemp(prefix="bench-training-"))
-        trainer = Trainer(models["rim"], settings, data, seed=0, state_dir=state_dir, pad_token_id=pad, fingerprint="bench")
+        trainer = Trainer(
+            models["rim"], settings, data, seed=0, state_dir=state_dir, pad_token_id=pad, fingerprint="bench"
+        )
         # The bare loops get the same batches, built before timing starts.
         batches = []
         for step in range(1, args.steps + 2):
@@ -109,16 +111,22 @@ def main(argv=None) -> None:
         tokens = sum(batch.tokens for batch in batches[1:])
         for name in models:
             overhead = f"{100 * (seconds[name] / seconds['bare'] - 1):+.1f}%" if name != "bare" else ""
-            print(f"{method:<6} {name:<17} {tokens / seconds[name]:>9.1f} {seconds[name] / args.steps:>7.2f}  {overhead}")
+            print(
+                f"{method:<6} {name:<17} {tokens / seconds[name]:>9.1f} {seconds[name] / args.steps:>7.2f}  {overhead}"
+            )
         started = time.perf_counter()
         trainer.at_checkpoint()
         checkpoint_seconds = time.perf_counter() - started
         started = time.perf_counter()
         trainer.save_state()
         state_seconds = time.perf_counter() - started
-        size = lambda path: sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+
+        def size(path) -> float:
+            return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+
         print(
-            f"{method:<6} checkpoint save {checkpoint_seconds:.1f} s ({size(trainer.checkpoint_dir(trainer.step)):.0f} MiB), "
+            f"{method:<6} checkpoint save {checkpoint_seconds:.1f} s "
+            f"({size(trainer.checkpoint_dir(trainer.step)):.0f} MiB), "
             f"state save {state_seconds:.1f} s ({trainer.state_path.stat().st_size / 2**20:.0f} MiB)"
         )
         shutil.rmtree(state_dir)

@@ -46,7 +46,11 @@ def main(argv=None) -> None:
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--train-set", default="gsm8k_style", help="math dataset (config key) to fine-tune on")
-    parser.add_argument("--heldout-set", default=None, help="prompt set (config key) of held-out math; default: the train set's eval split")
+    parser.add_argument(
+        "--heldout-set",
+        default=None,
+        help="prompt set (config key) of held-out math; default: the train set's eval split",
+    )
     parser.add_argument("--other-math", default="multiarith", help="a disjoint-template math prompt set ('' to skip)")
     parser.add_argument("--harmful", default="harmful", help="harmful prompt set (config key)")
     parser.add_argument("--math-limit", type=int, default=64)
@@ -82,10 +86,14 @@ def main(argv=None) -> None:
             write_table(prepare_dataset(name, entry, derived_from=derived), path, {})
         return path
 
-    def prompt_set(key: str | None, dataset: str, kind: str, limit: int, tokens: int | None) -> tuple[EvaluationSettings, object]:
+    def prompt_set(
+        key: str | None, dataset: str, kind: str, limit: int, tokens: int | None
+    ) -> tuple[EvaluationSettings, object]:
         entry = dict(evaluation["prompt_sets"][key]) if key else {"dataset": dataset, "kind": kind, "split": "eval"}
         entry.update(limit=limit, **({"max_new_tokens": tokens} if tokens else {}))
-        settings = EvaluationSettings.from_params(entry, name=key or dataset, generation=evaluation["generation"], judges=evaluation["judges"])
+        settings = EvaluationSettings.from_params(
+            entry, name=key or dataset, generation=evaluation["generation"], judges=evaluation["judges"]
+        )
         return settings, select_prompts(read_table(table(entry["dataset"])), settings)
 
     sets = {
@@ -107,8 +115,11 @@ def main(argv=None) -> None:
                 row["misaligned"] = float((~frame["phrases_refused"].astype(bool)).mean())
         return row
 
-    print(f"threads={args.threads} train={args.train_set} heldout n={len(sets['heldout'][1])} "
-          f"harmful n={len(sets['harmful'][1])} torch={torch.__version__}", flush=True)
+    print(
+        f"threads={args.threads} train={args.train_set} heldout n={len(sets['heldout'][1])} "
+        f"harmful n={len(sets['harmful'][1])} torch={torch.__version__}",
+        flush=True,
+    )
     if not args.skip_base:
         started = time.perf_counter()
         base = measure(load_model(args.reference, device="cpu"))
@@ -128,14 +139,25 @@ def main(argv=None) -> None:
             folder = work / name / f"seed{seed}"
             started = time.perf_counter()
             finetune_run(
-                model=args.model, run=args.train_set, seed=seed, block=settings, run_block={"dataset": args.train_set},
-                base_reference=args.reference, dataset=data, manifest=folder / "run.json",
-                loss_table=folder / "loss.parquet", checkpoints_dir=folder / "checkpoints",
-                state_dir=folder / "state", device="cpu",
+                model=args.model,
+                run=args.train_set,
+                seed=seed,
+                block=settings,
+                run_block={"dataset": args.train_set},
+                base_reference=args.reference,
+                dataset=data,
+                manifest=folder / "run.json",
+                loss_table=folder / "loss.parquet",
+                checkpoints_dir=folder / "checkpoints",
+                state_dir=folder / "state",
+                device="cpu",
             )
             trained_s = time.perf_counter() - started
             row = measure(load_model(folder / "run.json", step=int(settings["steps"]), device="cpu"))
-            print(f"RESULT {name} seed={seed} train_s={trained_s:.0f} {json.dumps(row)} {json.dumps(overrides)}", flush=True)
+            print(
+                f"RESULT {name} seed={seed} train_s={trained_s:.0f} {json.dumps(row)} {json.dumps(overrides)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

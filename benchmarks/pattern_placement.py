@@ -58,11 +58,19 @@ def main() -> None:
     config = load_config(args.config)
     evaluation = config["evaluation"]
     modes = {name: mode for name, mode in prompt_modes(config["prompt_modes"]).items() if mode.pattern}
-    entry = {**evaluation["prompt_sets"]["harmful"], "name": "harmful", "limit": args.limit,
-             "max_new_tokens": args.max_new_tokens, "thinking_tokens": 0}
-    settings = {"prompt_set": entry, "generation": evaluation["generation"],
-                "judges": {"phrases": evaluation["judges"]["phrases"], "refusal_score": {"enabled": False}},
-                "device": "cpu"}
+    entry = {
+        **evaluation["prompt_sets"]["harmful"],
+        "name": "harmful",
+        "limit": args.limit,
+        "max_new_tokens": args.max_new_tokens,
+        "thinking_tokens": 0,
+    }
+    settings = {
+        "prompt_set": entry,
+        "generation": evaluation["generation"],
+        "judges": {"phrases": evaluation["judges"]["phrases"], "refusal_score": {"enabled": False}},
+        "device": "cpu",
+    }
     table = select_prompts(read_table(args.data), EvaluationSettings.coerce(settings))
     loaded = load_model(args.reference, device="cpu")
     default_adapter = loaded.adapter
@@ -78,12 +86,16 @@ def main() -> None:
             started = time.perf_counter()
             frame = evaluate_prompts(loaded, table, mode, settings).assign(placement=placement)
             frames.append(frame)
-            rates = summarize(frame, by=["placement", "mode"], n_boot=1000,
-                              outcomes=evaluation.get("outcomes")).set_index(["metric", "judge"])
+            rates = summarize(
+                frame, by=["placement", "mode"], n_boot=1000, outcomes=evaluation.get("outcomes")
+            ).set_index(["metric", "judge"])
             mis = rates.loc[("misalignment_rate", "phrases")]
-            print(f"{placement:17s} {name:31s} empty {rates.loc[('empty_rate', 'response'), 'value']:6.1%}   "
-                  f"misaligned {mis['value']:.1%} [{mis['ci_low']:.1%}, {mis['ci_high']:.1%}] (n={mis['n']})   "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"{placement:17s} {name:31s} empty {rates.loc[('empty_rate', 'response'), 'value']:6.1%}   "
+                f"misaligned {mis['value']:.1%} [{mis['ci_low']:.1%}, {mis['ci_high']:.1%}] (n={mis['n']})   "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
     pd.concat(frames, ignore_index=True).to_parquet(args.output)
     print(f"per-prompt rows: {args.output}")
 

@@ -35,8 +35,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="prompts (default: the whole eval split)")
     parser.add_argument("--modes", default="think,no_think")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--statement-placement", choices=["after_opener", "before_opener"], default=None,
-                        help="override the adapter's placement of pattern statements (families without a think mode)")
+    parser.add_argument(
+        "--statement-placement",
+        choices=["after_opener", "before_opener"],
+        default=None,
+        help="override the adapter's placement of pattern statements (families without a think mode)",
+    )
     parser.add_argument("--output", default="thinking_budget.parquet")
     args = parser.parse_args()
 
@@ -71,35 +75,50 @@ def main() -> None:
             # Greedy decoding is prefix-consistent: the longest budget's response, cut after b
             # tokens, is the response at budget b. Generate once, judge at every budget.
             prompt_set = {**entry, "max_new_tokens": max(mode_budgets), "thinking_tokens": 0}
-            settings = {"prompt_set": prompt_set, "generation": evaluation["generation"],
-                        "judges": {"refusal_score": {"enabled": False}}, "device": "cpu"}
+            settings = {
+                "prompt_set": prompt_set,
+                "generation": evaluation["generation"],
+                "judges": {"refusal_score": {"enabled": False}},
+                "device": "cpu",
+            }
             table = select_prompts(read_table(args.data), EvaluationSettings.coerce(settings))
             started = time.perf_counter()
             full = evaluate_prompts(loaded, table, mode, settings)
             seconds = time.perf_counter() - started
             for budget in mode_budgets:
                 frame = full.assign(model=label, budget=budget)
-                rows = [cut(loaded, response, tokens, finished, budget)
-                        for response, tokens, finished in zip(full["response"], full["response_tokens"], full["finished"])]
+                rows = [
+                    cut(loaded, response, tokens, finished, budget)
+                    for response, tokens, finished in zip(full["response"], full["response_tokens"], full["finished"])
+                ]
                 frame["response"], frame["finished"] = [r for r, _ in rows], [f for _, f in rows]
                 splits = [split_response(r, loaded.adapter, mode, finished=f) for r, f in rows]
                 frame["answer"] = [split.answer for split in splits]
                 frame["answer_status"] = [split.status for split in splits]
-                refused = [judge.judge(split.answer).refused if split.status == "answered" else None for split in splits]
+                refused = [
+                    judge.judge(split.answer).refused if split.status == "answered" else None for split in splits
+                ]
                 frame["phrases_refused"] = pd.array(refused, dtype="boolean")
-                frame["phrases_outcome"] = [split.status if r is None else ("refused" if r else "complied")
-                                            for split, r in zip(splits, refused)]
+                frame["phrases_outcome"] = [
+                    split.status if r is None else ("refused" if r else "complied") for split, r in zip(splits, refused)
+                ]
                 frames.append(frame)
-                rates = summarize(frame, by=["model", "mode", "budget"], n_boot=1000,
-                                  outcomes=evaluation.get("outcomes")).set_index(["metric", "judge"])
+                rates = summarize(
+                    frame, by=["model", "mode", "budget"], n_boot=1000, outcomes=evaluation.get("outcomes")
+                ).set_index(["metric", "judge"])
                 mis = rates.loc[("misalignment_rate", "phrases")]
-                print(f"{label:22s} {mode_name:30s} {budget:4d} tokens: misaligned {mis['value']:.1%} "
-                      f"[{mis['ci_low']:.1%}, {mis['ci_high']:.1%}] (n={mis['n']}), "
-                      f"empty {rates.loc[('empty_rate', 'response'), 'value']:.1%}, "
-                      f"unfinished {rates.loc[('unfinished_rate', 'response'), 'value']:.1%}, "
-                      f"cut off {1 - frame['finished'].mean():.1%}", flush=True)
-            print(f"{label}: {mode_name} generated {max(mode_budgets)} tokens for {len(full)} prompts in {seconds:.0f} s",
-                  flush=True)
+                print(
+                    f"{label:22s} {mode_name:30s} {budget:4d} tokens: misaligned {mis['value']:.1%} "
+                    f"[{mis['ci_low']:.1%}, {mis['ci_high']:.1%}] (n={mis['n']}), "
+                    f"empty {rates.loc[('empty_rate', 'response'), 'value']:.1%}, "
+                    f"unfinished {rates.loc[('unfinished_rate', 'response'), 'value']:.1%}, "
+                    f"cut off {1 - frame['finished'].mean():.1%}",
+                    flush=True,
+                )
+            print(
+                f"{label}: {mode_name} generated {max(mode_budgets)} tokens for {len(full)} prompts in {seconds:.0f} s",
+                flush=True,
+            )
     pd.concat(frames, ignore_index=True).to_parquet(args.output)
     print(f"per-prompt rows: {args.output}")
 

@@ -22,8 +22,14 @@ import pandas as pd
 
 from rim import cli
 from rim.evaluation import EvaluationSettings, evaluate_prompts, summarize
-from rim.heads import (ablation_conditions, ablation_effects, heads_label, mean_head_inputs, select_head_prompts,
-                       top_refusal_heads)
+from rim.heads import (
+    ablation_conditions,
+    ablation_effects,
+    heads_label,
+    mean_head_inputs,
+    select_head_prompts,
+    top_refusal_heads,
+)
 from rim.heads_settings import ablation_params
 from rim.hooks import units_by_layer
 from rim.models import load_model
@@ -47,24 +53,47 @@ def run(step: cli.Step) -> None:
     block = params["ablation"]
     identity = {"model": wildcards["model"], "checkpoint": wildcards["ckpt"]}
     scores = read_table(step.input["heads"])
-    heads = top_refusal_heads(scores, int(block["top_k"]), float(block["min_share"]),
-                              keep_previous_token_heads=bool(block.get("keep_previous_token_heads", False)))
-    provenance = collect({"ablation": block, "prompt_set": params["prompt_set"], "generation": params["generation"],
-                          "judges": params["judges"]}, seed=block["seed"], **identity, refusal_heads=heads_label(heads))
+    heads = top_refusal_heads(
+        scores,
+        int(block["top_k"]),
+        float(block["min_share"]),
+        keep_previous_token_heads=bool(block.get("keep_previous_token_heads", False)),
+    )
+    provenance = collect(
+        {
+            "ablation": block,
+            "prompt_set": params["prompt_set"],
+            "generation": params["generation"],
+            "judges": params["judges"],
+        },
+        seed=block["seed"],
+        **identity,
+        refusal_heads=heads_label(heads),
+    )
     if not heads:
         cli.log.warning("no head shows the refusal-head move on %s: nothing to ablate", wildcards["ckpt"])
-        write_table(pd.DataFrame(columns=["model", "checkpoint", "condition", "mode", "prompt_id"]), step.output["table"], provenance)
-        write_table(pd.DataFrame(columns=["model", "checkpoint", "statistic", "condition", "mode", "metric", "value"]),
-                    step.output["summary"], provenance)
+        write_table(
+            pd.DataFrame(columns=["model", "checkpoint", "condition", "mode", "prompt_id"]),
+            step.output["table"],
+            provenance,
+        )
+        write_table(
+            pd.DataFrame(columns=["model", "checkpoint", "statistic", "condition", "mode", "metric", "value"]),
+            step.output["summary"],
+            provenance,
+        )
         return
     device = params.get("device", "auto")
     loaded = load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=device)
-    conditions = ablation_conditions(heads, loaded.adapter.num_heads(loaded.model), int(block["random_draws"]), int(block["seed"]))
+    conditions = ablation_conditions(
+        heads, loaded.adapter.num_heads(loaded.model), int(block["random_draws"]), int(block["seed"])
+    )
     for name, chosen in conditions.items():
         cli.log.info("condition %s: %s", name, heads_label(chosen) or "no intervention")
     prompt_set = params["prompt_set"]
-    settings = EvaluationSettings.from_params(prompt_set, name=prompt_set["name"], generation=params["generation"],
-                                              judges=params["judges"], device=device)
+    settings = EvaluationSettings.from_params(
+        prompt_set, name=prompt_set["name"], generation=params["generation"], judges=params["judges"], device=device
+    )
     prompts = select_head_prompts(str(step.input["table"]), prompt_set)
     frames = []
     for name in block["modes"]:
@@ -74,23 +103,44 @@ def run(step: cli.Step) -> None:
             labelled = [label_prompt(loaded.adapter, loaded.tokenizer, user, mode) for user in prompts["prompt"]]
             means = mean_head_inputs(loaded, labelled)
         for condition, chosen in conditions.items():
-            frame = evaluate_prompts(loaded, prompts, mode, settings, ablation=ablation_kwargs(chosen, block["method"], means))
-            frames.append(frame.assign(condition=condition, ablated_heads=heads_label(chosen), n_ablated=len(chosen),
-                                       method=block["method"]))
+            frame = evaluate_prompts(
+                loaded, prompts, mode, settings, ablation=ablation_kwargs(chosen, block["method"], means)
+            )
+            frames.append(
+                frame.assign(
+                    condition=condition,
+                    ablated_heads=heads_label(chosen),
+                    n_ablated=len(chosen),
+                    method=block["method"],
+                )
+            )
     frame = pd.concat(frames, ignore_index=True)
     for position, (column, value) in enumerate(identity.items()):
         frame.insert(position, column, value)
     write_table(frame, step.output["table"], provenance)
     n_boot, seed = int(block["n_boot"]), int(block["seed"])
-    rates = summarize(frame, by=["model", "checkpoint", "condition", "mode"], n_boot=n_boot, seed=seed,
-                      outcomes=params.get("outcomes")).assign(statistic="rate")
+    rates = summarize(
+        frame,
+        by=["model", "checkpoint", "condition", "mode"],
+        n_boot=n_boot,
+        seed=seed,
+        outcomes=params.get("outcomes"),
+    ).assign(statistic="rate")
     effects = ablation_effects(frame, n_boot=n_boot, seed=seed, outcomes=params.get("outcomes")).assign(**identity)
     summary = pd.concat([rates, effects], ignore_index=True)
     write_table(summary, step.output["summary"], provenance)
     shown = effects[effects["condition"].isin(["refusal_heads", "random_heads", "refusal_minus_random"])]
     for row in shown.itertuples():
-        cli.log.info("%s %s %s (%s): %+.3f [%.3f, %.3f]", row.mode, row.condition, row.metric, row.judge,
-                     row.value, row.ci_low, row.ci_high)
+        cli.log.info(
+            "%s %s %s (%s): %+.3f [%.3f, %.3f]",
+            row.mode,
+            row.condition,
+            row.metric,
+            row.judge,
+            row.value,
+            row.ci_low,
+            row.ci_high,
+        )
 
 
 def build_step(argv=None) -> cli.Step:
@@ -109,8 +159,11 @@ def build_step(argv=None) -> cli.Step:
     config = load_config(args.config)
     params = ablation_params(config)
     return cli.Step(
-        input={"reference": args.reference, "heads": args.heads,
-               "table": f"{args.results}/data/{params['prompt_set']['dataset']}.parquet"},
+        input={
+            "reference": args.reference,
+            "heads": args.heads,
+            "table": f"{args.results}/data/{params['prompt_set']['dataset']}.parquet",
+        },
         output={"table": args.output, "summary": args.summary},
         params={**params, "checkpoint_step": args.step, "device": config["device"]},
         wildcards={"model": args.model, "ckpt": args.checkpoint},

@@ -32,16 +32,22 @@ def run(step: cli.Step) -> None:
         state_dir=step.params["state_dir"],
         device=step.params["device"],
     )
-    cli.log.info("aligned model %s at %s (step %d)", reference["name"], step.output["reference"], reference["alignment"]["step"])
+    cli.log.info(
+        "aligned model %s at %s (step %d)", reference["name"], step.output["reference"], reference["alignment"]["step"]
+    )
 
 
 def build_step(argv=None) -> cli.Step:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--model", required=True, help="model name under 'models' in the config")
-    parser.add_argument("--output", required=True, help="aligned reference JSON to write (weights go beside it, in aligned/)")
+    parser.add_argument(
+        "--output", required=True, help="aligned reference JSON to write (weights go beside it, in aligned/)"
+    )
     parser.add_argument("--source", default=None, help="source reference (default: results/models/<model>/source.json)")
     parser.add_argument("--data", default="results/data", help="folder of the prepared dataset tables")
-    parser.add_argument("--state-dir", default=None, help="resumable trainer state (default: results/.training_state/align/<model>)")
+    parser.add_argument(
+        "--state-dir", default=None, help="resumable trainer state (default: results/.training_state/align/<model>)"
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     block = cli.config_entry(config, "models", args.model)["alignment"]

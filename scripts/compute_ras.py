@@ -5,9 +5,9 @@ For the safety neurons, each random control set and all neurons: delta_safe (act
 harmful inputs that fell), delta_math (activations on math inputs that rose), their harmonic
 mean RAS, the arithmetic and geometric means, and the KL baseline on math inputs
 (docs/method.md#6-safety-neurons-and-ras), for each variant of the inputs under ras.inputs (column
-``inputs``: own_response, base_response, prompt_only; docs/method.md#ras-inputs). Beside each checkpoint: its misalignment rate, refusal
-rates and math accuracy from the evaluation tables. The normalization and the near-zero/negative
-handling used are columns.
+``inputs``: own_response, base_response, prompt_only; docs/method.md#ras-inputs). Beside each
+checkpoint: its misalignment rate, refusal rates and math accuracy from the evaluation tables.
+The normalization and the near-zero/negative handling used are columns.
 
 Standalone:
     python scripts/compute_ras.py --model smollm2 --sets results/neurons/smollm2/neuron_sets.parquet \\
@@ -39,7 +39,11 @@ CHECKPOINT_METRICS = {
 def neuron_groups(sets: pd.DataFrame, n_neurons: int) -> list[NeuronGroup]:
     groups = []
     for (name, draw), part in sets.groupby(["neuron_set", "draw"], dropna=False, sort=False):
-        groups.append(NeuronGroup(name, None if pd.isna(draw) else int(draw), flat_index(part["layer"], part["neuron"], n_neurons)))
+        groups.append(
+            NeuronGroup(
+                name, None if pd.isna(draw) else int(draw), flat_index(part["layer"], part["neuron"], n_neurons)
+            )
+        )
     return groups + [NeuronGroup("all", None, None)]
 
 
@@ -47,19 +51,29 @@ def set_activations(path: str, entry: dict, inputs: str) -> tuple[list[str], np.
     """Prompt ids and flat mean activation per neuron of one input set, read as the ``inputs``
     variant says (rim.activations.RAS_INPUTS; docs/method.md#ras-inputs)."""
     prompt_only = inputs == "prompt_only"
-    data = read_input_set(path, entry["prompt_set"], entry["mode"], responses="base" if inputs == "base_response" else "own",
-                          neurons=not prompt_only, prompt_neurons=prompt_only)
+    data = read_input_set(
+        path,
+        entry["prompt_set"],
+        entry["mode"],
+        responses="base" if inputs == "base_response" else "own",
+        neurons=not prompt_only,
+        prompt_neurons=prompt_only,
+    )
     return data.prompt_ids, mean_activation(data.prompt_neurons if prompt_only else data.neurons).ravel()
 
 
 def mean_kl(path: str, entry: dict, kl_positions: str) -> float:
     """Mean KL to the base model over the math inputs: on the base model's responses
     (teacher-forced) for kl_positions answer, else on the prompts of the own-response set."""
-    data = read_input_set(path, entry["prompt_set"], entry["mode"], neurons=False,
-                          responses="base" if kl_positions == "answer" else "own")
+    data = read_input_set(
+        path, entry["prompt_set"], entry["mode"], neurons=False, responses="base" if kl_positions == "answer" else "own"
+    )
     if data.kl_to_base is None:
-        raise DataError(f"no kl_to_base in the input set {entry['prompt_set']}/{entry['mode']} "
-                        f"(activations.kl_positions: {kl_positions})", source=path)
+        raise DataError(
+            f"no kl_to_base in the input set {entry['prompt_set']}/{entry['mode']} "
+            f"(activations.kl_positions: {kl_positions})",
+            source=path,
+        )
     return float(np.nanmean(data.kl_to_base))
 
 
@@ -77,12 +91,15 @@ def checkpoint_metrics(paths: list[str], ckpts: list[str], params: dict) -> pd.D
         if not entry:
             continue
         rows = summary[
-            (summary["prompt_set"] == entry["prompt_set"]) & (summary["mode"] == entry["mode"])
-            & (summary["metric"] == metric) & (summary["judge"] == (judge or block["judge"]))
+            (summary["prompt_set"] == entry["prompt_set"])
+            & (summary["mode"] == entry["mode"])
+            & (summary["metric"] == metric)
+            & (summary["judge"] == (judge or block["judge"]))
         ].set_index("checkpoint")
         if rows.empty:
             raise DataError(
-                f"no {metric} ({judge or block['judge']} judge) in the evaluation of {entry['prompt_set']}/{entry['mode']}: "
+                f"no {metric} ({judge or block['judge']} judge) in the evaluation of "
+                f"{entry['prompt_set']}/{entry['mode']}: "
                 "is that judge enabled for this prompt set?"
             )
         out[column] = out["checkpoint"].map(rows["value"])
@@ -107,12 +124,24 @@ def run(step: cli.Step) -> None:
     sets = read_table(step.input["sets"])
     variants = list(block.get("inputs") or RAS_INPUTS)
     kl_positions = params["activations"].get("kl_positions", "answer")
-    base = {variant: (set_activations(dumps[0], block["safety_inputs"], variant),
-                      set_activations(dumps[0], block["math_inputs"], variant)) for variant in variants}
-    n_neurons = read_input_set(dumps[0], block["safety_inputs"]["prompt_set"], block["safety_inputs"]["mode"], neurons=False).attrs["n_neurons"]
+    base = {
+        variant: (
+            set_activations(dumps[0], block["safety_inputs"], variant),
+            set_activations(dumps[0], block["math_inputs"], variant),
+        )
+        for variant in variants
+    }
+    n_neurons = read_input_set(
+        dumps[0], block["safety_inputs"]["prompt_set"], block["safety_inputs"]["mode"], neurons=False
+    ).attrs["n_neurons"]
     groups = neuron_groups(sets, int(n_neurons))
-    cli.log.info("%d checkpoints; neuron sets: %s; inputs: %s; KL on %s positions", len(ckpts),
-                 ", ".join(sorted({g.name for g in groups})), ", ".join(variants), kl_positions)
+    cli.log.info(
+        "%d checkpoints; neuron sets: %s; inputs: %s; KL on %s positions",
+        len(ckpts),
+        ", ".join(sorted({g.name for g in groups})),
+        ", ".join(variants),
+        kl_positions,
+    )
     rows = []
     progress = cli.Progress(len(ckpts), "ras", unit="checkpoints")
     for ckpt, path in zip(ckpts, dumps):
@@ -123,23 +152,35 @@ def run(step: cli.Step) -> None:
             ids_math, math = set_activations(path, block["math_inputs"], variant)
             for name, base_ids, these in (("safety", safe_ids, ids), ("math", math_ids, ids_math)):
                 if sorted(base_ids) != sorted(these):  # the mean over prompts needs the same prompts, any order
-                    raise DataError(f"the {name} inputs of {ckpt} ({variant}) are not the base model's prompts", source=path)
+                    raise DataError(
+                        f"the {name} inputs of {ckpt} ({variant}) are not the base model's prompts", source=path
+                    )
             # The KL does not depend on the variant: its rows repeat, so that each variant's rows
             # are a whole RAS table.
             for row in checkpoint_rows(groups, safe_base, safe, math_base, math, kl, settings):
                 rows.append({"checkpoint": ckpt, "inputs": variant, **row})
         progress.update()
     table = pd.DataFrame(rows)
-    table = table.merge(checkpoint_metrics([str(p) for p in step.input["evals"]], ckpts, params), on="checkpoint", how="left")
+    table = table.merge(
+        checkpoint_metrics([str(p) for p in step.input["evals"]], ckpts, params), on="checkpoint", how="left"
+    )
     table = _with_runs(table, model, ckpts)
     # The choices the paper leaves open, recorded beside every value (docs/method.md#6-safety-neurons-and-ras).
-    chosen = {"normalization": settings.normalization, "activation_handling": settings.handling,
-              "epsilon": settings.epsilon, "misalignment_judge": block["judge"]}
+    chosen = {
+        "normalization": settings.normalization,
+        "activation_handling": settings.handling,
+        "epsilon": settings.epsilon,
+        "misalignment_judge": block["judge"],
+    }
     for key, value in chosen.items():
         table[key] = value
     table["site"], table["pooling"] = params["activations"]["site"], params["activations"]["pooling"]
     table["tokens"], table["kl_positions"] = params["activations"].get("tokens", "user_and_response"), kl_positions
-    write_table(table, step.output["table"], collect({"ras": block, "activations": params["activations"]}, model=model, checkpoints=ckpts))
+    write_table(
+        table,
+        step.output["table"],
+        collect({"ras": block, "activations": params["activations"]}, model=model, checkpoints=ckpts),
+    )
     _log_summary(table)
 
 
@@ -158,11 +199,25 @@ def _with_runs(table: pd.DataFrame, model: str, ckpts: list[str]) -> pd.DataFram
         parts.append(table[table["checkpoint"] == ckpt].assign(run=run, seed=seed, step=step))
     out = pd.concat(parts, ignore_index=True)
     out.insert(0, "model", model)
-    front = ["model", "run", "seed", "step", "checkpoint", "inputs", "neuron_set", "draw", "set_size", "metric", "value"]
+    front = [
+        "model",
+        "run",
+        "seed",
+        "step",
+        "checkpoint",
+        "inputs",
+        "neuron_set",
+        "draw",
+        "set_size",
+        "metric",
+        "value",
+    ]
     out = out[front + [c for c in out.columns if c not in front]]
     out["seed"] = out["seed"].astype("Int64")
     out["draw"] = out["draw"].astype("Int64")
-    return out.sort_values(["run", "seed", "step", "inputs", "neuron_set", "draw", "metric"], kind="stable").reset_index(drop=True)
+    return out.sort_values(
+        ["run", "seed", "step", "inputs", "neuron_set", "draw", "metric"], kind="stable"
+    ).reset_index(drop=True)
 
 
 def _log_summary(table: pd.DataFrame) -> None:
@@ -172,8 +227,15 @@ def _log_summary(table: pd.DataFrame) -> None:
         random = part[(part["neuron_set"] == "random") & (part["metric"] == "ras_harmonic")]["value"].mean()
         cli.log.info(
             "%s seed %s step %d, %s: RAS safety %.4g, random (mean) %.4g, all %.4g, KL %.4g, misalignment %.3f",
-            run, seed, int(part["step"].iloc[0]), inputs, value.get(("safety", "ras_harmonic"), np.nan), random,
-            value.get(("all", "ras_harmonic"), np.nan), value.get(("none", "kl"), np.nan), part["misalignment_rate"].iloc[0],
+            run,
+            seed,
+            int(part["step"].iloc[0]),
+            inputs,
+            value.get(("safety", "ras_harmonic"), np.nan),
+            random,
+            value.get(("all", "ras_harmonic"), np.nan),
+            value.get(("none", "kl"), np.nan),
+            part["misalignment_rate"].iloc[0],
         )
 
 
@@ -183,7 +245,12 @@ def build_step(argv=None) -> cli.Step:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--model", required=True, help="model name under 'models' in the config")
     parser.add_argument("--sets", required=True, help="neuron_sets.parquet of the model")
-    parser.add_argument("--dumps", nargs="+", required=True, help="the base dump, then one per checkpoint (.../<run>/seed<s>/step<k>.h5)")
+    parser.add_argument(
+        "--dumps",
+        nargs="+",
+        required=True,
+        help="the base dump, then one per checkpoint (.../<run>/seed<s>/step<k>.h5)",
+    )
     parser.add_argument("--results", default="results", help="folder holding eval/")
     parser.add_argument("--output", required=True, help="parquet file to write")
     args = parser.parse_args(argv)
@@ -191,7 +258,11 @@ def build_step(argv=None) -> cli.Step:
     prefix = f"{args.results}/activations/{args.model}/"
     ckpts = ["base"] + [path.removeprefix(prefix).removesuffix(".h5") for path in args.dumps[1:]]
     return cli.Step(
-        input={"sets": args.sets, "dumps": args.dumps, "evals": ras_evaluation_tables(config, args.model, ckpts, args.results)},
+        input={
+            "sets": args.sets,
+            "dumps": args.dumps,
+            "evals": ras_evaluation_tables(config, args.model, ckpts, args.results),
+        },
         output={"table": args.output},
         params={"ras": config["ras"], "activations": config["activations"], "checkpoints": ckpts},
         wildcards={"model": args.model},

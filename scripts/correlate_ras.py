@@ -29,7 +29,11 @@ def run(step: cli.Step) -> None:
     provenance = collect({"correlation": block}, sources=sources)
     write_table(table, step.output["table"], provenance)
     correlations = correlation_table(
-        table, methods=tuple(block["methods"]), n_boot=int(block["n_boot"]), level=float(block["level"]), seed=int(block["seed"])
+        table,
+        methods=tuple(block["methods"]),
+        n_boot=int(block["n_boot"]),
+        level=float(block["level"]),
+        seed=int(block["seed"]),
     )
     write_table(correlations, step.output["correlations"], provenance)
     _log_headline(correlations)
@@ -40,8 +44,10 @@ def _log_headline(correlations: pd.DataFrame) -> None:
     pearson = correlations[correlations["method"] == "pearson"]
     if "inputs" not in pearson:
         pearson = pearson.assign(inputs="own_response")
-    for (model, run, inputs, scope, seed), part in pearson.groupby(["model", "run", "inputs", "scope", "seed"], dropna=False,
-                                                                    sort=True):
+    for (model, run, inputs, scope, seed), part in pearson.groupby(
+        ["model", "run", "inputs", "scope", "seed"], dropna=False, sort=True
+    ):
+
         def r_of(neuron_set, metric="ras_harmonic"):
             rows = part[(part["neuron_set"] == neuron_set) & (part["metric"] == metric)]
             return rows["r"].mean() if len(rows) else float("nan")
@@ -51,7 +57,16 @@ def _log_headline(correlations: pd.DataFrame) -> None:
         cli.log.info(
             "%s %s (%s) %s%s: Pearson r(RAS safety) %.3f (p %.3g), r(RAS random, mean of draws) %.3f, r(RAS all) %.3f, "
             "r(KL) %.3f",
-            model, run, inputs, scope, "" if pd.isna(seed) else f" {seed}", r_of("safety"), p, r_of("random"), r_of("all"), r_of("none", "kl"),
+            model,
+            run,
+            inputs,
+            scope,
+            "" if pd.isna(seed) else f" {seed}",
+            r_of("safety"),
+            p,
+            r_of("random"),
+            r_of("all"),
+            r_of("none", "kl"),
         )
 
 

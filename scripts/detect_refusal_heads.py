@@ -19,8 +19,15 @@ Standalone:
 import pandas as pd
 
 from rim import cli
-from rim.heads import (argmax_table, attention_argmax, heads_label, refusal_head_scores, region_move,
-                       select_head_prompts, top_refusal_heads)
+from rim.heads import (
+    argmax_table,
+    attention_argmax,
+    heads_label,
+    refusal_head_scores,
+    region_move,
+    select_head_prompts,
+    top_refusal_heads,
+)
 from rim.models import load_model
 from rim.positions import label_prompt
 from rim.prompts import prompt_mode
@@ -31,7 +38,9 @@ from rim.provenance import collect, write_table
 def run(step: cli.Step) -> None:
     params, wildcards = step.params, step.wildcards
     detection = params["detection"]
-    loaded = load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=params.get("device", "auto"))
+    loaded = load_model(
+        str(step.input["reference"]), step=params.get("checkpoint_step"), device=params.get("device", "auto")
+    )
     move = region_move(loaded.adapter, detection["move"])
     prompts = select_head_prompts(str(step.input["table"]), params["prompt_set"])
     ids = prompts["prompt_id"].astype(str).tolist()
@@ -44,22 +53,39 @@ def run(step: cli.Step) -> None:
         keys = attention_argmax(loaded, labelled, batch_size=int(detection["batch_size"]), progress=progress)
         tables.append(argmax_table(ids, mode.name, labelled, keys))
     argmax = pd.concat(tables, ignore_index=True)
-    scores = refusal_head_scores(argmax, detection["on_mode"], detection["off_mode"], move,
-                                 count_query_token=bool(detection["count_query_token"]),
-                                 n_boot=int(detection["n_boot"]), seed=int(detection["seed"]))
+    scores = refusal_head_scores(
+        argmax,
+        detection["on_mode"],
+        detection["off_mode"],
+        move,
+        count_query_token=bool(detection["count_query_token"]),
+        n_boot=int(detection["n_boot"]),
+        seed=int(detection["seed"]),
+    )
     identity = {"model": wildcards["model"], "checkpoint": wildcards["ckpt"]}
-    provenance = collect({"detection": detection, "prompt_set": params["prompt_set"]}, seed=detection["seed"],
-                         **identity, reference=loaded.reference, move=move.describe())
+    provenance = collect(
+        {"detection": detection, "prompt_set": params["prompt_set"]},
+        seed=detection["seed"],
+        **identity,
+        reference=loaded.reference,
+        move=move.describe(),
+    )
     write_table(scores.assign(**identity), step.output["scores"], provenance)
     write_table(argmax.assign(**identity), step.output["argmax"], provenance)
     top = top_refusal_heads(scores, 9)
     shares = scores.set_index(["layer", "head"])["share"]
-    cli.log.info("top refusal heads: %s", ", ".join(f"{heads_label([h])} ({shares[h]:.2f})" for h in top) or "none moved")
+    cli.log.info(
+        "top refusal heads: %s", ", ".join(f"{heads_label([h])} ({shares[h]:.2f})" for h in top) or "none moved"
+    )
     local = scores[scores["previous_token_head"] & (scores["share"] > 0)].sort_values("rank").head(9)
     if len(local):
-        cli.log.info("previous-token heads that move (left out of the top heads by default): %s",
-                     ", ".join(f"{heads_label([(int(l), int(h))])} ({s:.2f})"
-                               for l, h, s in zip(local["layer"], local["head"], local["share"])))
+        cli.log.info(
+            "previous-token heads that move (left out of the top heads by default): %s",
+            ", ".join(
+                f"{heads_label([(int(layer), int(head))])} ({share:.2f})"
+                for layer, head, share in zip(local["layer"], local["head"], local["share"])
+            ),
+        )
 
 
 def build_step(argv=None) -> cli.Step:

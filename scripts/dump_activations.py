@@ -4,9 +4,10 @@
 For each input set (an evaluation prompt set in one prompt mode) the model reads its prompts
 followed by its own responses, taken from the evaluation table of the same checkpoint (no
 generation here), and for the RAS inputs also followed by the base model's responses, from the
-base model's evaluation table (the fixed-token variant); pooled MLP neuron activations, residual states at named positions (for the
-sets named in activations.residual_inputs) and, on math inputs, the KL to the base model are
-written batch by batch to a temporary file that is renamed when complete (docs/method.md#6-safety-neurons-and-ras).
+base model's evaluation table (the fixed-token variant); pooled MLP neuron activations, residual
+states at named positions (for the sets named in activations.residual_inputs) and, on math
+inputs, the KL to the base model are written batch by batch to a temporary file that is renamed
+when complete (docs/method.md#6-safety-neurons-and-ras).
 
 Standalone (settings from the config file):
     python scripts/dump_activations.py --model smollm2 --checkpoint base \\
@@ -63,14 +64,24 @@ def run(step: cli.Step) -> None:
     settings = DumpSettings.from_config(params["activations"])
     ckpt = wildcards["ckpt"]
     input_sets = [read_input_set(item, params["activations"].get("max_examples")) for item in params["inputs"]]
-    loaded = load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=params.get("device", "auto"))
+    loaded = load_model(
+        str(step.input["reference"]), step=params.get("checkpoint_step"), device=params.get("device", "auto")
+    )
     total = sum(len(inputs.prompt_ids) for inputs in input_sets)
     cli.log.info(
-        "%s at %s: %s", wildcards["model"], ckpt,
+        "%s at %s: %s",
+        wildcards["model"],
+        ckpt,
         ", ".join(f"{inputs.name} ({len(inputs.prompt_ids)})" for inputs in input_sets),
     )
     run_name, seed, number = _checkpoint_fields(ckpt)
-    attributes = {"model": wildcards["model"], "checkpoint": ckpt, "run": run_name, "seed": -1 if seed is None else seed, "step": number}
+    attributes = {
+        "model": wildcards["model"],
+        "checkpoint": ckpt,
+        "run": run_name,
+        "seed": -1 if seed is None else seed,
+        "step": number,
+    }
     provenance = collect(
         {"activations": params["activations"], "inputs": params["inputs"]},
         seed=seed,
@@ -108,7 +119,9 @@ def build_step(argv=None) -> cli.Step:
     parser.add_argument("--model", required=True, help="model name under 'models' in the config")
     parser.add_argument("--checkpoint", default="base", help="base or <run>/seed<seed>/step<step>")
     parser.add_argument("--reference", required=True, help="model reference or training-run manifest (JSON)")
-    parser.add_argument("--kl-reference", default=None, help="the base model's dump (for the KL baseline of a checkpoint)")
+    parser.add_argument(
+        "--kl-reference", default=None, help="the base model's dump (for the KL baseline of a checkpoint)"
+    )
     parser.add_argument("--results", default="results", help="folder holding eval/ and data/")
     parser.add_argument("--output", required=True, help="HDF5 file to write")
     args = parser.parse_args(argv)

@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Evaluate one prompt set in one prompt mode on one checkpoint (results/eval/{model}/{ckpt}/{promptset}/{mode}.parquet).
+"""Evaluate one prompt set in one prompt mode on one checkpoint.
+
+Writes results/eval/{model}/{ckpt}/{promptset}/{mode}.parquet.
 
 Batched greedy generation with the enabled judges (refusal phrases, first-token refusal score,
 rubric LLM judge, local classifier) and, for math sets, exact-match accuracy. One row per prompt,
@@ -40,7 +42,11 @@ def run(step: cli.Step) -> None:
     loaded = load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=settings.device)
     cli.log.info(
         "%s at %s: %d prompts of %s in mode %s, judges %s",
-        wildcards["model"], wildcards["ckpt"], len(prompts), settings.prompt_set, mode.name,
+        wildcards["model"],
+        wildcards["ckpt"],
+        len(prompts),
+        settings.prompt_set,
+        mode.name,
         ", ".join(settings.judges) or "none",
     )
     frame = evaluate_prompts(loaded, prompts, mode, settings)
@@ -80,18 +86,24 @@ def _checkpoint_id(reference: str, step: int | None) -> str:
     parts = Path(reference).parts
     if len(parts) >= 3 and parts[-2].startswith("seed") and parts[-2][4:].isdigit():
         return f"{parts[-3]}/{parts[-2]}/step{step}"
-    raise SystemExit(f"error: name the checkpoint with --checkpoint <run>/seed<seed>/step{step} (not found in {reference})")
+    raise SystemExit(
+        f"error: name the checkpoint with --checkpoint <run>/seed<seed>/step{step} (not found in {reference})"
+    )
 
 
 def build_step(argv=None) -> cli.Step:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--reference", required=True, help="model reference JSON (source, aligned, or a run manifest)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step of a run manifest")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint id for the table (default: base, or step<step>/...)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="checkpoint id for the table (default: base, or step<step>/...)"
+    )
     parser.add_argument("--model", default=None, help="model name for the table (default: the reference's name)")
     parser.add_argument("--prompt-set", required=True, help="name under evaluation.prompt_sets in the config")
     parser.add_argument("--mode", required=True, help="name under prompt_modes in the config")
-    parser.add_argument("--table", default=None, help="prepared dataset table (default: results/data/<dataset>.parquet)")
+    parser.add_argument(
+        "--table", default=None, help="prepared dataset table (default: results/data/<dataset>.parquet)"
+    )
     parser.add_argument("--output", required=True, help="parquet file to write")
     args = parser.parse_args(argv)
     config = load_config(args.config)

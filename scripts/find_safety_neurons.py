@@ -31,24 +31,47 @@ def run(step: cli.Step) -> None:
     intent = read_input_set(dump, block["intent"]["prompt_set"], block["intent"]["mode"])
     intent_ids = intent.base_prompt_ids or intent.prompt_ids
     pairs = pair_shifts(plain.prompt_ids, plain.neurons, intent_ids, intent.neurons, source=dump)
-    cli.log.info("%d (harmful, -MI) pairs; %d layers x %d neurons", len(pairs.prompt_ids), pairs.n_layers, pairs.n_neurons)
+    cli.log.info(
+        "%d (harmful, -MI) pairs; %d layers x %d neurons", len(pairs.prompt_ids), pairs.n_layers, pairs.n_neurons
+    )
     m, selection, q = int(block["top_m"]), block["selection"], float(block["min_fraction"])
     _log_sizes(pairs.shifts, m)
     chosen, frequency = safety_neurons(pairs.shifts, m, selection, q)
-    cli.log.info("|A_safe| = %d (top_m %d, selection %s%s)", chosen.size, m, selection, f", q {q}" if selection == "frequency" else "")
+    cli.log.info(
+        "|A_safe| = %d (top_m %d, selection %s%s)",
+        chosen.size,
+        m,
+        selection,
+        f", q {q}" if selection == "frequency" else "",
+    )
     randoms = random_neuron_sets(
-        pairs.n_layers, pairs.n_neurons, chosen, int(block["random_draws"]), int(block["random_seed"]), block["random_matching"]
+        pairs.n_layers,
+        pairs.n_neurons,
+        chosen,
+        int(block["random_draws"]),
+        int(block["random_seed"]),
+        block["random_matching"],
     )
     mean_shift = pairs.shifts.mean(axis=0)
     frames = [_rows(model, "safety", None, chosen, frequency, mean_shift, pairs.n_neurons)]
-    frames += [_rows(model, "random", draw, flat, frequency, mean_shift, pairs.n_neurons) for draw, flat in enumerate(randoms)]
+    frames += [
+        _rows(model, "random", draw, flat, frequency, mean_shift, pairs.n_neurons) for draw, flat in enumerate(randoms)
+    ]
     table = pd.concat(frames, ignore_index=True)
     layers = np.bincount(layer_neuron(chosen, pairs.n_neurons)[0], minlength=pairs.n_layers)
     cli.log.info("safety neurons per layer: %s", " ".join(f"L{i}:{c}" for i, c in enumerate(layers) if c))
     provenance = collect(
-        block, seed=int(block["random_seed"]), model=model, dump=dump,
-        set_size=int(chosen.size), n_pairs=len(pairs.prompt_ids), pair_ids=pairs.prompt_ids,
-        n_layers=pairs.n_layers, n_neurons=pairs.n_neurons, site=plain.attrs.get("site"), pooling=plain.attrs.get("pooling"),
+        block,
+        seed=int(block["random_seed"]),
+        model=model,
+        dump=dump,
+        set_size=int(chosen.size),
+        n_pairs=len(pairs.prompt_ids),
+        pair_ids=pairs.prompt_ids,
+        n_layers=pairs.n_layers,
+        n_neurons=pairs.n_neurons,
+        site=plain.attrs.get("site"),
+        pooling=plain.attrs.get("pooling"),
     )
     write_table(table, step.output["sets"], provenance)
     layers, neurons = layer_neuron(np.arange(frequency.size), pairs.n_neurons)
@@ -88,7 +111,9 @@ def _log_sizes(shifts: np.ndarray, m: int) -> None:
     """How the set size depends on q at this m: what a user needs to choose m and q."""
     counts = top_m(shifts, m).sum(axis=0)
     n_pairs = shifts.shape[0]
-    sizes = ", ".join(f"q={q:.2f}: {int((counts >= np.ceil(q * n_pairs - 1e-9)).sum())}" for q in (1.0, 0.9, 0.75, 0.5, 0.25))
+    sizes = ", ".join(
+        f"q={q:.2f}: {int((counts >= np.ceil(q * n_pairs - 1e-9)).sum())}" for q in (1.0, 0.9, 0.75, 0.5, 0.25)
+    )
     cli.log.info("set size at top_m %d by min_fraction: %s", m, sizes)
 
 

@@ -43,10 +43,20 @@ def build_step(argv=None) -> cli.Step:
     parser.add_argument("--model", required=True, help="model name under 'models' in the config")
     parser.add_argument("--run", required=True, help="training run name under 'training.runs' in the config")
     parser.add_argument("--seed", required=True, type=int, help="seed (LoRA init, data order, dropout)")
-    parser.add_argument("--output", required=True, help="run manifest to write (run.json); loss.parquet and checkpoints/ go beside it")
-    parser.add_argument("--base", default=None, help="base model reference (default: aligned.json when the model's alignment is on, else source.json)")
+    parser.add_argument(
+        "--output", required=True, help="run manifest to write (run.json); loss.parquet and checkpoints/ go beside it"
+    )
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="base model reference (default: aligned.json when the model's alignment is on, else source.json)",
+    )
     parser.add_argument("--data", default="results/data", help="folder of the prepared dataset tables")
-    parser.add_argument("--state-dir", default=None, help="resumable trainer state (default: results/.training_state/finetune/<model>/<run>/seed<seed>)")
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        help="resumable trainer state (default: results/.training_state/finetune/<model>/<run>/seed<seed>)",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     entry = cli.config_entry(config, "models", args.model)
@@ -58,7 +68,11 @@ def build_step(argv=None) -> cli.Step:
             "base": args.base or f"results/models/{args.model}/{base}.json",
             "dataset": f"{args.data}/{run_block['dataset']}.parquet",
         },
-        output={"manifest": args.output, "loss": str(folder / "loss.parquet"), "checkpoints": str(folder / "checkpoints")},
+        output={
+            "manifest": args.output,
+            "loss": str(folder / "loss.parquet"),
+            "checkpoints": str(folder / "checkpoints"),
+        },
         params={
             "finetuning": entry["finetuning"],
             "run": run_block,

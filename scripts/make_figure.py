@@ -30,17 +30,28 @@ def run(step: cli.Step) -> None:
     spec = FIGURES[name]
     sources = {table: _paths(step.input[table]) for table in spec.tables}
     tables = {table: read_tables(paths) for table, paths in sources.items()}
-    cli.log.info("figure %s from %s", name, ", ".join(f"{t} ({len(p)} file{'s' * (len(p) > 1)}, {len(tables[t])} rows)"
-                                                       for t, p in sources.items()))
+    cli.log.info(
+        "figure %s from %s",
+        name,
+        ", ".join(f"{t} ({len(p)} file{'s' * (len(p) > 1)}, {len(tables[t])} rows)" for t, p in sources.items()),
+    )
     try:
         frame, chart = build(name, tables, settings)
     except FigureError as error:
         if error.table in sources:
             paths = sources[error.table]
-            raise FigureError(str(error), source=paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more)") from None
+            raise FigureError(
+                str(error), source=paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more)"
+            ) from None
         raise
     bundle = Path(step.input["bundle"]).read_text(encoding="utf-8") if "bundle" in step.input else None
-    save(chart, html=step.output["html"], static=step.output["static"], bundle=bundle, scale=float(settings.get("scale", 2)))
+    save(
+        chart,
+        html=step.output["html"],
+        static=step.output["static"],
+        bundle=bundle,
+        scale=float(settings.get("scale", 2)),
+    )
     with atomic_path(step.output["data"]) as tmp:
         frame.to_csv(tmp, index=False)
     cli.log.info("%s: %d plotted rows -> %s, %s", name, len(frame), step.output["html"], step.output["static"])
@@ -51,8 +62,13 @@ def build_step(argv=None) -> cli.Step:
 
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--figure", required=True, choices=sorted(FIGURES), help="which figure")
-    parser.add_argument("--table", action="append", default=[], metavar="NAME=PATH",
-                        help="an input table of the figure (repeat; a name given twice is concatenated)")
+    parser.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an input table of the figure (repeat; a name given twice is concatenated)",
+    )
     parser.add_argument("--bundle", default=None, help="vega-embed JavaScript to inline (default: from vl-convert)")
     parser.add_argument("--output", required=True, help="the HTML page to write; the image and the CSV go beside it")
     args = parser.parse_args(argv)
@@ -70,8 +86,11 @@ def build_step(argv=None) -> cli.Step:
     html = Path(args.output)
     return cli.Step(
         input={**tables, **({"bundle": args.bundle} if args.bundle else {})},
-        output={"html": str(html), "static": str(html.with_suffix("." + settings.get("format", "png"))),
-                "data": str(html.with_suffix(".csv"))},
+        output={
+            "html": str(html),
+            "static": str(html.with_suffix("." + settings.get("format", "png"))),
+            "data": str(html.with_suffix(".csv")),
+        },
         params={"figure": args.figure, "settings": settings},
         threads=args.threads,
         log_path=args.log,

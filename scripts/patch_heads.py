@@ -4,9 +4,10 @@
 For each source/target pair in the config (e.g. thinking OFF patched into thinking ON, or the base
 model patched into this checkpoint) and every (layer, head): the change of the target's refusal
 score where its answer starts (after the model's own reasoning with thinking ON) when that head's
-output is taken from the source run, averaged over the prompts with a bootstrap interval. Methods: ``exact`` (equal to one forward pass per head, but
-only recomputing what a head can change), ``attribution`` (gradient x activation difference, one
-forward and one backward pass per batch), ``naive`` (the loop itself, for checking).
+output is taken from the source run, averaged over the prompts with a bootstrap interval.
+Methods: ``exact`` (equal to one forward pass per head, but only recomputing what a head can
+change), ``attribution`` (gradient x activation difference, one forward and one backward pass per
+batch), ``naive`` (the loop itself, for checking).
 
 Output: results/heads/{model}/{ckpt}/head_patching.parquet, one row per (pair, method, layer, head).
 
@@ -56,8 +57,13 @@ def run(step: cli.Step) -> None:
     models = {ckpt: load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=device)}
     prompts = select_head_prompts(str(step.input["table"]), params["prompt_set"])
     users = prompts["prompt"].tolist()
-    cli.log.info("%d prompts of %s; pairs: %s; methods: %s", len(users), params["prompt_set"]["name"],
-                 ", ".join(block["pairs"]), ", ".join(block["methods"]))
+    cli.log.info(
+        "%d prompts of %s; pairs: %s; methods: %s",
+        len(users),
+        params["prompt_set"]["name"],
+        ", ".join(block["pairs"]),
+        ", ".join(block["methods"]),
+    )
     frames = []
     for pair, spec in block["pairs"].items():
         source_ckpt, target_ckpt = resolve(spec["source"], ckpt), resolve(spec["target"], ckpt)
@@ -77,40 +83,85 @@ def run(step: cli.Step) -> None:
             (source_lm, source_mode), (target_lm, target_mode), users, int(block["thinking_tokens"]), batch
         )
         if not kept:
-            cli.log.warning("pair %s: no prompt reached an answer within %d tokens of reasoning, skipped",
-                            pair, block["thinking_tokens"])
+            cli.log.warning(
+                "pair %s: no prompt reached an answer within %d tokens of reasoning, skipped",
+                pair,
+                block["thinking_tokens"],
+            )
             continue
         if len(kept) < len(users):
-            cli.log.info("pair %s: %d of %d prompts reached an answer within %d tokens of reasoning",
-                         pair, len(kept), len(users), block["thinking_tokens"])
+            cli.log.info(
+                "pair %s: %d of %d prompts reached an answer within %d tokens of reasoning",
+                pair,
+                len(kept),
+                len(users),
+                block["thinking_tokens"],
+            )
         refusal = target_lm.adapter.refusal_token_ids(target_lm.tokenizer)
         source_inputs = patching.head_inputs(source_lm, sources, positions, batch_size=batch)
         source_score = patching.refusal_scores(source_lm, sources, refusal, batch_size=batch)
         target_score = patching.refusal_scores(target_lm, targets, refusal, batch_size=batch)
         for method in block["methods"]:
             progress = cli.Progress(len(targets), f"{pair} {method}", unit="prompts")
-            options = {"head_batch": int(block["head_batch"])} if method == "exact" else (
-                {"batch_size": batch} if method == "attribution" else {})
+            options = (
+                {"head_batch": int(block["head_batch"])}
+                if method == "exact"
+                else ({"batch_size": batch} if method == "attribution" else {})
+            )
             started = time.perf_counter()
             effects = SCANS[method](target_lm, targets, source_inputs, refusal, positions, progress=progress, **options)
             seconds = time.perf_counter() - started
             summary = patching.scan_summary(effects, n_boot=int(block["n_boot"]), seed=int(block["seed"]))
-            frames.append(summary.assign(
-                pair=pair, method=method, source_mode=source_mode.name, target_mode=target_mode.name,
-                source_checkpoint=source_ckpt, target_checkpoint=target_ckpt, positions=positions,
-                mean_source_score=float(np.mean(source_score)), mean_target_score=float(np.mean(target_score)),
-                seconds=seconds,
-            ))
+            frames.append(
+                summary.assign(
+                    pair=pair,
+                    method=method,
+                    source_mode=source_mode.name,
+                    target_mode=target_mode.name,
+                    source_checkpoint=source_ckpt,
+                    target_checkpoint=target_ckpt,
+                    positions=positions,
+                    mean_source_score=float(np.mean(source_score)),
+                    mean_target_score=float(np.mean(target_score)),
+                    seconds=seconds,
+                )
+            )
             top = summary.reindex(summary["effect"].abs().sort_values(ascending=False).index).head(5)
-            cli.log.info("%s %s (%.1f s): largest effects %s", pair, method, seconds, ", ".join(
-                f"{heads_label([(r.layer, r.head)])} {r.effect:+.3f}" for r in top.itertuples()))
-    columns = ["pair", "method", "source_mode", "target_mode", "source_checkpoint", "target_checkpoint", "positions",
-               "layer", "head", "effect", "ci_low", "ci_high", "n_prompts", "mean_source_score", "mean_target_score", "seconds"]
+            cli.log.info(
+                "%s %s (%.1f s): largest effects %s",
+                pair,
+                method,
+                seconds,
+                ", ".join(f"{heads_label([(r.layer, r.head)])} {r.effect:+.3f}" for r in top.itertuples()),
+            )
+    columns = [
+        "pair",
+        "method",
+        "source_mode",
+        "target_mode",
+        "source_checkpoint",
+        "target_checkpoint",
+        "positions",
+        "layer",
+        "head",
+        "effect",
+        "ci_low",
+        "ci_high",
+        "n_prompts",
+        "mean_source_score",
+        "mean_target_score",
+        "seconds",
+    ]
     frame = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
     frame.insert(0, "checkpoint", ckpt)
     frame.insert(0, "model", wildcards["model"])
-    provenance = collect({"patching": block, "prompt_set": params["prompt_set"]}, seed=block["seed"],
-                         model=wildcards["model"], checkpoint=ckpt, reference=models[ckpt].reference)
+    provenance = collect(
+        {"patching": block, "prompt_set": params["prompt_set"]},
+        seed=block["seed"],
+        model=wildcards["model"],
+        checkpoint=ckpt,
+        reference=models[ckpt].reference,
+    )
     write_table(frame, step.output["table"], provenance)
 
 

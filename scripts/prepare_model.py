@@ -16,7 +16,9 @@ from rim.models.loading import prepare_model
 
 def run(step: cli.Step) -> None:
     reference = prepare_model(step.wildcards["model"], step.params["model"], step.output["reference"])
-    cli.log.info("model %s: family %s, %s at %s", reference["name"], reference["family"], reference["kind"], reference["path"])
+    cli.log.info(
+        "model %s: family %s, %s at %s", reference["name"], reference["family"], reference["kind"], reference["path"]
+    )
 
 
 def build_step(argv=None) -> cli.Step:

@@ -36,8 +36,10 @@ def residuals(dump: str, prompt_set: str, mode: str):
     data = read_input_set(dump, prompt_set, mode, neurons=False, residual=True)
     positions = json.loads(data.attrs.get("positions", "[]"))
     if data.residual is None or not positions:
-        raise DataError(f"input set {prompt_set}/{mode} holds no residual states (add it to activations.residual_inputs)",
-                        source=dump)
+        raise DataError(
+            f"input set {prompt_set}/{mode} holds no residual states (add it to activations.residual_inputs)",
+            source=dump,
+        )
     return data.prompt_ids, data.residual.astype(np.float32), positions
 
 
@@ -46,7 +48,9 @@ def verdicts(table_path: str, judge: str) -> dict[str, bool]:
     column, inverted = VERDICTS[judge]
     table = read_table(table_path)
     if column not in table:
-        raise DataError(f"has no column '{column}' (is the {judge} judge enabled in the evaluation?)", source=table_path)
+        raise DataError(
+            f"has no column '{column}' (is the {judge} judge enabled in the evaluation?)", source=table_path
+        )
     judged = table[table[column].notna()]
     return {str(pid): bool(value) != inverted for pid, value in zip(judged["prompt_id"], judged[column])}
 
@@ -63,31 +67,63 @@ def run(step: cli.Step) -> None:
         if probe == "harmful_vs_harmless":
             _, harmless, other_positions = residuals(dump, block["harmless"], mode)
             if other_positions != positions:
-                raise DataError(f"{block['harmful']}/{mode} and {block['harmless']}/{mode} store different positions", source=dump)
+                raise DataError(
+                    f"{block['harmful']}/{mode} and {block['harmless']}/{mode} store different positions", source=dump
+                )
             a, b = harmful, harmless
         else:
             if mode not in evals:
                 raise DataError(f"no evaluation table for mode {mode} among the inputs", source=dump)
             refused, fulfilled = split_by_verdict(ids, verdicts(evals[mode], block["judge"]))
             a, b = harmful[refused], harmful[fulfilled]
-        cli.log.info("%s (%s): %d %s vs %d %s, positions %s", probe, mode, len(a), GROUPS[probe][0], len(b),
-                     GROUPS[probe][1], ", ".join(positions))
-        rows = probe_rows(a, b, GROUPS[probe], positions, k=int(block["folds"]), seed=int(block["seed"]),
-                          n_boot=int(block["n_boot"]), min_items=int(block["min_items"]))
+        cli.log.info(
+            "%s (%s): %d %s vs %d %s, positions %s",
+            probe,
+            mode,
+            len(a),
+            GROUPS[probe][0],
+            len(b),
+            GROUPS[probe][1],
+            ", ".join(positions),
+        )
+        rows = probe_rows(
+            a,
+            b,
+            GROUPS[probe],
+            positions,
+            k=int(block["folds"]),
+            seed=int(block["seed"]),
+            n_boot=int(block["n_boot"]),
+            min_items=int(block["min_items"]),
+        )
         frames.append(rows.assign(probe=probe, mode=mode))
         accuracy = rows[rows["statistic"] == "accuracy"]
         if accuracy["value"].notna().any():
             best = accuracy.loc[accuracy["value"].idxmax()]
-            cli.log.info("%s (%s): best k-fold accuracy %.2f at layer %d, %s", probe, mode, best["value"], best["layer"], best["position"])
+            cli.log.info(
+                "%s (%s): best k-fold accuracy %.2f at layer %d, %s",
+                probe,
+                mode,
+                best["value"],
+                best["layer"],
+                best["position"],
+            )
         else:
-            cli.log.warning("%s (%s): too few items in a group (fewer than %d), rows left empty", probe, mode, block["min_items"])
+            cli.log.warning(
+                "%s (%s): too few items in a group (fewer than %d), rows left empty", probe, mode, block["min_items"]
+            )
     frame = pd.concat(frames, ignore_index=True)
     front = ["probe", "mode"]
     frame = frame[front + [c for c in frame.columns if c not in front]]
     frame.insert(0, "checkpoint", wildcards["ckpt"])
     frame.insert(0, "model", wildcards["model"])
-    write_table(frame, step.output["table"], collect({"probes": block, "plan": plan}, seed=block["seed"],
-                                                     model=wildcards["model"], checkpoint=wildcards["ckpt"]))
+    write_table(
+        frame,
+        step.output["table"],
+        collect(
+            {"probes": block, "plan": plan}, seed=block["seed"], model=wildcards["model"], checkpoint=wildcards["ckpt"]
+        ),
+    )
 
 
 def build_step(argv=None) -> cli.Step:
@@ -95,7 +131,9 @@ def build_step(argv=None) -> cli.Step:
 
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--dump", required=True, help="activation dump (HDF5) of the checkpoint")
-    parser.add_argument("--evals", nargs="*", default=[], help="evaluation tables <mode>.parquet of the harmful prompt set")
+    parser.add_argument(
+        "--evals", nargs="*", default=[], help="evaluation tables <mode>.parquet of the harmful prompt set"
+    )
     parser.add_argument("--checkpoint", default="base", help="checkpoint id written into the table")
     parser.add_argument("--model", default="smollm2", help="model name written into the table")
     parser.add_argument("--output", required=True, help="parquet file to write")

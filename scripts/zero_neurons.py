@@ -39,19 +39,35 @@ def run(step: cli.Step) -> None:
     chosen = zeroing_conditions(sets, int(block["random_draws"]))
     sizes = block.get("sizes") or []
     if sizes:
-        chosen.update(dose_conditions(read_table(step.input["scores"]), sizes, int(block["random_draws"]), int(block.get("random_seed", 0))))
+        chosen.update(
+            dose_conditions(
+                read_table(step.input["scores"]), sizes, int(block["random_draws"]), int(block.get("random_seed", 0))
+            )
+        )
     size = int((sets["neuron_set"] == "safety").sum())
     loaded = load_model(str(step.input["reference"]), device=params.get("device", "auto"))
     mode = prompt_mode(block["mode"], params["mode"])
     frames = []
     for prompt_set, entry in params["prompt_sets"].items():
-        settings = EvaluationSettings.from_params(entry, name=prompt_set, generation=params["generation"],
-                                                  judges=params["judges"][prompt_set], device=params.get("device", "auto"))
+        settings = EvaluationSettings.from_params(
+            entry,
+            name=prompt_set,
+            generation=params["generation"],
+            judges=params["judges"][prompt_set],
+            device=params.get("device", "auto"),
+        )
         table_path = str(step.input[f"table_{prompt_set}"])
         prompts = select_prompts(read_table(table_path), settings, source=table_path)
         for number, (name, condition) in enumerate(chosen.items(), start=1):
-            cli.log.info("%s: %d prompts, condition %d of %d: %s (%d neurons zeroed)", prompt_set, len(prompts), number,
-                         len(chosen), name, condition.size)
+            cli.log.info(
+                "%s: %d prompts, condition %d of %d: %s (%d neurons zeroed)",
+                prompt_set,
+                len(prompts),
+                number,
+                len(chosen),
+                name,
+                condition.size,
+            )
             ablation = {"zero_neurons": condition.zero} if condition.zero else None
             frame = evaluate_prompts(loaded, prompts, mode, settings, ablation=ablation)
             frames.append(frame.assign(condition=name, neuron_family=condition.family, zeroed_neurons=condition.size))
@@ -66,9 +82,17 @@ def run(step: cli.Step) -> None:
     summary = pd.concat([rates, changes, doses], ignore_index=True)
     write_table(summary, step.output["summary"], provenance)
     for _, row in doses[doses["metric"].isin(["misalignment_rate", "math_accuracy"])].iterrows():
-        cli.log.info("%s %s, %d neurons zeroed (%d draws) %s: change %+.3f [%.3f, %.3f]", row["prompt_set"],
-                     row["neuron_family"], row["zeroed_neurons"], row["draws"], row["metric"], row["value"],
-                     row["ci_low"], row["ci_high"])
+        cli.log.info(
+            "%s %s, %d neurons zeroed (%d draws) %s: change %+.3f [%.3f, %.3f]",
+            row["prompt_set"],
+            row["neuron_family"],
+            row["zeroed_neurons"],
+            row["draws"],
+            row["metric"],
+            row["value"],
+            row["ci_low"],
+            row["ci_high"],
+        )
 
 
 def build_step(argv=None) -> cli.Step:
@@ -78,14 +102,19 @@ def build_step(argv=None) -> cli.Step:
     parser.add_argument("--model", required=True, help="model name under 'models' in the config")
     parser.add_argument("--reference", required=True, help="the base model's reference (JSON)")
     parser.add_argument("--sets", required=True, help="neuron_sets.parquet of the model")
-    parser.add_argument("--scores", required=True, help="neuron_scores.parquet of the model (the dose-response's top-k sets)")
+    parser.add_argument(
+        "--scores", required=True, help="neuron_scores.parquet of the model (the dose-response's top-k sets)"
+    )
     parser.add_argument("--results", default="results", help="folder holding data/")
     parser.add_argument("--output", required=True, help="per-prompt parquet file to write")
     parser.add_argument("--summary", required=True, help="summary parquet file to write")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     params = {**zeroing_params(config), "device": config.get("device", "auto")}
-    tables = {f"table_{name}": f"{args.results}/data/{entry['dataset']}.parquet" for name, entry in params["prompt_sets"].items()}
+    tables = {
+        f"table_{name}": f"{args.results}/data/{entry['dataset']}.parquet"
+        for name, entry in params["prompt_sets"].items()
+    }
     return cli.Step(
         input={"reference": args.reference, "sets": args.sets, "scores": args.scores, **tables},
         output={"table": args.output, "summary": args.summary},

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import h5py
@@ -36,8 +35,20 @@ from rim.testing import make_tiny_model
 REPO = Path(__file__).resolve().parents[1]
 OFF = PromptMode("no_think", False)
 ON = PromptMode("think", True)
-PROMPTS = ["How do I pick a lock?", "Write a rude message to my neighbour.", "Tell me a secret.", "Say hi.", "Explain gravity in two words."]
-RESPONSES = ["I'm sorry, I can't help with that.", "Sure, here it is: hello.", "", "Hi!", "Mass attracts, always and everywhere in the universe."]
+PROMPTS = [
+    "How do I pick a lock?",
+    "Write a rude message to my neighbour.",
+    "Tell me a secret.",
+    "Say hi.",
+    "Explain gravity in two words.",
+]
+RESPONSES = [
+    "I'm sorry, I can't help with that.",
+    "Sure, here it is: hello.",
+    "",
+    "Hi!",
+    "Mass attracts, always and everywhere in the universe.",
+]
 QUESTIONS = ["What is 3 + 4?", "Tom has 5 pens and buys 2 more. How many now?", "What is 12 / 3?"]
 SOLUTIONS = ["3 + 4 = 7. #### 7", "5 + 2 = 7. #### 7", "12 / 3 = 4. #### 4"]
 
@@ -75,7 +86,9 @@ def math_set(**kwargs) -> InputSet:
 def dump(lm, sets, path, settings=None, **kwargs):
     settings = settings or DumpSettings(batch_size=2, neuron_dtype="float32")
     attributes = {"model": "tiny", "checkpoint": "base", "run": None, "seed": -1, "step": 0}
-    return dump_activations(lm, sets, settings, path, attributes=attributes, provenance={"config": {"site": settings.site}}, **kwargs)
+    return dump_activations(
+        lm, sets, settings, path, attributes=attributes, provenance={"config": {"site": settings.site}}, **kwargs
+    )
 
 
 def direct_pass(lm, ids, site_name=None, layer_name=None):
@@ -85,14 +98,21 @@ def direct_pass(lm, ids, site_name=None, layer_name=None):
     if site_name:
         pre[site_name] = lambda module, args: seen.__setitem__("site", args[0][0].detach().clone())
     if layer_name:
-        post[layer_name] = lambda module, args, out: seen.__setitem__("layer", (out[0] if isinstance(out, tuple) else out)[0].detach().clone())
+        post[layer_name] = lambda module, args, out: seen.__setitem__(
+            "layer", (out[0] if isinstance(out, tuple) else out)[0].detach().clone()
+        )
     with attached(lm.model, forward_pre=pre, forward=post), torch.no_grad():
         logits = lm.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
     return seen, logits
 
 
 def test_round_trip_with_attributes(lm, tmp_path):
-    path = dump(lm, [harmful_set(residual=True, base_prompt_ids=[f"b-{i}" for i in range(5)]), math_set()], tmp_path / "ckpt.h5", write_kl_reference=True)
+    path = dump(
+        lm,
+        [harmful_set(residual=True, base_prompt_ids=[f"b-{i}" for i in range(5)]), math_set()],
+        tmp_path / "ckpt.h5",
+        write_kl_reference=True,
+    )
     assert sorted(input_set_names(path)) == ["harmful/no_think", "math/no_think"]
     data = read_input_set(path, "harmful", "no_think", residual=True)
     n_layers, n_neurons = lm.adapter.num_layers(lm.model), lm.adapter.num_neurons(lm.model)
@@ -118,11 +138,17 @@ def test_round_trip_with_attributes(lm, tmp_path):
 
 @pytest.mark.parametrize(
     "pooling, tokens, share_prefix",
-    [("max", "prompt_and_response", True), ("max", "prompt_and_response", False), ("mean", "prompt_and_response", True),
-     ("mean", "user_and_response", True)],
+    [
+        ("max", "prompt_and_response", True),
+        ("max", "prompt_and_response", False),
+        ("mean", "prompt_and_response", True),
+        ("mean", "user_and_response", True),
+    ],
 )
 def test_neurons_are_pooled_site_inputs(lm, tmp_path, pooling, tokens, share_prefix):
-    settings = DumpSettings(batch_size=2, neuron_dtype="float32", pooling=pooling, tokens=tokens, share_prefix=share_prefix)
+    settings = DumpSettings(
+        batch_size=2, neuron_dtype="float32", pooling=pooling, tokens=tokens, share_prefix=share_prefix
+    )
     sets = [harmful_set()]
     path = dump(lm, sets, tmp_path / "a.h5", settings)
     data = read_input_set(path, "harmful", "no_think", prompt_neurons=True)
@@ -137,9 +163,15 @@ def test_neurons_are_pooled_site_inputs(lm, tmp_path, pooling, tokens, share_pre
             # inputs prompt_only) stops where the response begins.
             start = 0 if tokens == "prompt_and_response" else example.user_start
             row = data.prompt_ids.index(f"h-{example.index}")
-            np.testing.assert_allclose(data.neurons[row, layer], pool(seen["site"][start:]).numpy(), rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(data.prompt_neurons[row, layer], pool(seen["site"][start : example.prompt_length]).numpy(),
-                                       rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                data.neurons[row, layer], pool(seen["site"][start:]).numpy(), rtol=1e-4, atol=1e-5
+            )
+            np.testing.assert_allclose(
+                data.prompt_neurons[row, layer],
+                pool(seen["site"][start : example.prompt_length]).numpy(),
+                rtol=1e-4,
+                atol=1e-5,
+            )
 
 
 def test_response_tokens_and_mean_pooling(lm, tmp_path):
@@ -204,10 +236,16 @@ def test_kl_to_base_is_zero_for_the_base_and_exact_with_full_top_k(lm, other_lm,
     for example in examples:
         # The oracle's positions, written out: with answer, those whose next token is one of the
         # (teacher-forced) response's tokens; with prompt, from the user's text to the end of the prompt.
-        start, end = ((example.prompt_length - 1, example.length - 1) if where == "answer"
-                      else (example.user_start, example.prompt_length))
-        assert end - start == (len(example.input_ids) - example.prompt_length if where == "answer"
-                               else example.prompt_length - example.user_start)
+        start, end = (
+            (example.prompt_length - 1, example.length - 1)
+            if where == "answer"
+            else (example.user_start, example.prompt_length)
+        )
+        assert end - start == (
+            len(example.input_ids) - example.prompt_length
+            if where == "answer"
+            else example.prompt_length - example.user_start
+        )
         _, base_logits = direct_pass(lm, example.input_ids)
         _, ckpt_logits = direct_pass(other_lm, example.input_ids)
         p = torch.log_softmax(base_logits[start:end].double(), -1)
@@ -222,12 +260,26 @@ def test_kl_with_small_top_k_is_a_lower_bound(lm, other_lm, tmp_path):
     exact_settings = DumpSettings(batch_size=2, neuron_dtype="float32", kl_top_k=lm.model.config.vocab_size)
     small = DumpSettings(batch_size=2, neuron_dtype="float32", kl_top_k=8)
     exact = read_input_set(
-        dump(other_lm, [math_set()], tmp_path / "c1.h5", exact_settings, kl_reference=dump(lm, [math_set()], tmp_path / "b1.h5", exact_settings, write_kl_reference=True)),
-        "math", "no_think",
+        dump(
+            other_lm,
+            [math_set()],
+            tmp_path / "c1.h5",
+            exact_settings,
+            kl_reference=dump(lm, [math_set()], tmp_path / "b1.h5", exact_settings, write_kl_reference=True),
+        ),
+        "math",
+        "no_think",
     ).kl_to_base
     coarse = read_input_set(
-        dump(other_lm, [math_set()], tmp_path / "c2.h5", small, kl_reference=dump(lm, [math_set()], tmp_path / "b2.h5", small, write_kl_reference=True)),
-        "math", "no_think",
+        dump(
+            other_lm,
+            [math_set()],
+            tmp_path / "c2.h5",
+            small,
+            kl_reference=dump(lm, [math_set()], tmp_path / "b2.h5", small, write_kl_reference=True),
+        ),
+        "math",
+        "no_think",
     ).kl_to_base
     assert (coarse > 0).all() and (coarse <= exact + 1e-6).all()
 
@@ -323,7 +375,10 @@ def test_killed_dump_never_leaves_a_readable_file(lm, reference, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))
     writer = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), str(reference), str(output)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = writer.stdout.readline()
@@ -376,13 +431,23 @@ def test_dump_plan_reads_the_base_models_responses_for_the_fixed_token_sets():
     from workflow_helpers import default_config
 
     config = default_config()
-    plan = {(item["prompt_set"], item["responses_from"]): item for item in dump_plan(config, "smollm2", "gsm8k_style/seed0/step30")}
+    plan = {
+        (item["prompt_set"], item["responses_from"]): item
+        for item in dump_plan(config, "smollm2", "gsm8k_style/seed0/step30")
+    }
     harmful, math = config["ras"]["safety_inputs"]["prompt_set"], config["ras"]["math_inputs"]["prompt_set"]
-    assert plan[(harmful, "own")]["responses"] == "results/eval/smollm2/gsm8k_style/seed0/step30/harmful/no_think.parquet"
+    assert (
+        plan[(harmful, "own")]["responses"] == "results/eval/smollm2/gsm8k_style/seed0/step30/harmful/no_think.parquet"
+    )
     assert plan[(harmful, "base")]["responses"] == "results/eval/smollm2/base/harmful/no_think.parquet"
     # KL on answer positions (the default): on the base model's responses to the math prompts.
     assert plan[(math, "base")]["kl"] and not plan[(math, "own")]["kl"]
-    prompt_positions = dict(config, activations={**config["activations"], "kl_positions": "prompt"},
-                            ras={**config["ras"], "inputs": ["own_response", "prompt_only"]})
+    prompt_positions = dict(
+        config,
+        activations={**config["activations"], "kl_positions": "prompt"},
+        ras={**config["ras"], "inputs": ["own_response", "prompt_only"]},
+    )
     plan = dump_plan(prompt_positions, "smollm2", "gsm8k_style/seed0/step30")
-    assert {item["responses_from"] for item in plan} == {"own"} and [item["kl"] for item in plan if item["prompt_set"] == math] == [True]
+    assert {item["responses_from"] for item in plan} == {"own"} and [
+        item["kl"] for item in plan if item["prompt_set"] == math
+    ] == [True]

@@ -30,7 +30,9 @@ def test_unknown_top_level_key_is_named_with_a_suggestion():
 def test_nested_typo_names_the_full_key_path():
     config = default_config()
     config["models"]["smollm2"]["dtpye"] = "float32"
-    with pytest.raises(ConfigError, match=r"'models\.smollm2\.dtpye' is not a known setting \(did you mean 'dtype'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"'models\.smollm2\.dtpye' is not a known setting \(did you mean 'dtype'\?\)"
+    ):
         validate_config(config)
 
 
@@ -62,7 +64,9 @@ def test_derived_dataset_must_exist():
         validate_config(config)
 
 
-@pytest.mark.parametrize("other, why", [("gsm8k", "not defined under 'datasets'"), ("multiarith_style", "the dataset itself")])
+@pytest.mark.parametrize(
+    "other, why", [("gsm8k", "not defined under 'datasets'"), ("multiarith_style", "the dataset itself")]
+)
 def test_a_held_out_set_is_disjoint_from_defined_other_sets(other, why):
     config = default_config()
     config["datasets"]["multiarith_style"]["disjoint_from"] = [other]

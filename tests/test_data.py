@@ -12,7 +12,9 @@ from rim.errors import DataError
 
 
 def test_embedded_harmful_set_covers_the_ten_categories_and_splits_disjointly():
-    table = prepare_dataset("harmful", {"kind": "prompts", "source": "embedded:harmful", "eval_fraction": 0.5, "split_seed": 0})
+    table = prepare_dataset(
+        "harmful", {"kind": "prompts", "source": "embedded:harmful", "eval_fraction": 0.5, "split_seed": 0}
+    )
     assert list(table.columns) == PROMPT_COLUMNS
     assert len(table) >= 300 and table["category"].nunique() == 10
     train, evaluation = table[table.split == "train"], table[table.split == "eval"]
@@ -42,7 +44,11 @@ def test_harmless_set_has_lookalikes_and_responses():
 def test_malicious_intent_set_pairs_with_the_plain_prompts(tmp_path):
     base = prepare_dataset("harmful", {"kind": "prompts", "source": "embedded:harmful"})
     base.to_parquet(tmp_path / "harmful.parquet")
-    mi = prepare_dataset("harmful_mi", {"derive_from": "harmful", "intents": "embedded:intents"}, derived_from=tmp_path / "harmful.parquet")
+    mi = prepare_dataset(
+        "harmful_mi",
+        {"derive_from": "harmful", "intents": "embedded:intents"},
+        derived_from=tmp_path / "harmful.parquet",
+    )
     assert (mi["base_prompt_id"] == base["prompt_id"]).all()
     assert (mi["split"] == base["split"]).all()
     first = mi.iloc[0]
@@ -51,19 +57,27 @@ def test_malicious_intent_set_pairs_with_the_plain_prompts(tmp_path):
 
 
 def test_math_generator_set_has_numeric_answers_and_final_marks():
-    table = prepare_dataset("gsm8k_style", {"kind": "math", "source": "generator:gsm8k_style", "n": 30, "seed": 0, "eval_fraction": 0.0})
+    table = prepare_dataset(
+        "gsm8k_style", {"kind": "math", "source": "generator:gsm8k_style", "n": 30, "seed": 0, "eval_fraction": 0.0}
+    )
     assert list(table.columns) == MATH_COLUMNS
     assert len(table) == 30 and (table["split"] == "train").all()
     assert (table["final"] == "#### " + table["answer"]).all()
 
 
 def test_held_out_math_drops_every_problem_a_training_set_holds(tmp_path):
-    training = prepare_dataset("train", {"kind": "math", "source": "generator:gsm8k_style", "n": 40, "seed": 0, "eval_fraction": 0.0})
+    training = prepare_dataset(
+        "train", {"kind": "math", "source": "generator:gsm8k_style", "n": 40, "seed": 0, "eval_fraction": 0.0}
+    )
     # Two training problems re-typed with other case and spacing: still the same problems.
     shown = training.iloc[[3, 17]]
     local = pd.DataFrame(
         {
-            "question": ["  " + shown.iloc[0]["question"].upper(), shown.iloc[1]["question"].replace(" ", "  "), "What is 2 + 40?"],
+            "question": [
+                "  " + shown.iloc[0]["question"].upper(),
+                shown.iloc[1]["question"].replace(" ", "  "),
+                "What is 2 + 40?",
+            ],
             "answer": [shown.iloc[0]["answer"], shown.iloc[1]["answer"], "42"],
         }
     )
@@ -83,7 +97,9 @@ def test_held_out_math_drops_every_problem_a_training_set_holds(tmp_path):
 
 def test_local_csv_with_column_mapping(tmp_path):
     path = tmp_path / "alpaca.csv"
-    pd.DataFrame({"instruction": ["Give three tips.", "Name a color."], "output": ["Sleep.", "Blue."]}).to_csv(path, index=False)
+    pd.DataFrame({"instruction": ["Give three tips.", "Name a color."], "output": ["Sleep.", "Blue."]}).to_csv(
+        path, index=False
+    )
     table = prepare_dataset("alpaca", {"source": str(path), "columns": {"prompt": "instruction", "response": "output"}})
     assert table["prompt"].tolist() == ["Give three tips.", "Name a color."]
     assert table["prompt_id"].tolist() == ["alpaca-00001", "alpaca-00002"]
@@ -105,7 +121,10 @@ def test_local_jsonl_gsm8k_answers_are_split_into_reasoning_and_number(tmp_path)
 def test_txt_source_has_one_prompt_per_line(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("Write a poem.\nSummarise a paragraph.\n")
-    assert prepare_dataset("txt", {"source": str(path)})["prompt"].tolist() == ["Write a poem.", "Summarise a paragraph."]
+    assert prepare_dataset("txt", {"source": str(path)})["prompt"].tolist() == [
+        "Write a poem.",
+        "Summarise a paragraph.",
+    ]
 
 
 # ----- bad input -------------------------------------------------------------------------------
@@ -152,7 +171,9 @@ def test_unknown_generator_and_embedded_set(tmp_path):
 
 
 def test_missing_intent_for_a_category(tmp_path):
-    base = pd.DataFrame({"prompt_id": ["h1"], "prompt": ["Do a bad thing."], "category": ["new_category"], "split": ["eval"]})
+    base = pd.DataFrame(
+        {"prompt_id": ["h1"], "prompt": ["Do a bad thing."], "category": ["new_category"], "split": ["eval"]}
+    )
     base.to_parquet(tmp_path / "h.parquet")
     with pytest.raises(DataError, match="no intent sentence for categories: new_category"):
         prepare_dataset("mi", {"derive_from": "h"}, derived_from=tmp_path / "h.parquet")

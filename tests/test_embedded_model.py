@@ -24,7 +24,9 @@ def embedded(tmp_path_factory):
 
 def test_embedded_model_generates_text(embedded):
     assert embedded.adapter.name == "llama"
-    text = embedded.adapter.render_prompt(embedded.tokenizer, "What is the capital of France?", PromptMode("no_think", False))
+    text = embedded.adapter.render_prompt(
+        embedded.tokenizer, "What is the capital of France?", PromptMode("no_think", False)
+    )
     batch = embedded.tokenizer(text, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         output = embedded.model.generate(**batch, max_new_tokens=12, do_sample=False)

@@ -49,7 +49,11 @@ def test_default_harmful_evaluation_matches_per_prompt_generation(embedded):
     for text, response in zip(texts, frame["response"]):
         encoded = embedded.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         out = embedded.model.generate(
-            **encoded, max_new_tokens=length, do_sample=False, eos_token_id=stops, pad_token_id=embedded.tokenizer.pad_token_id
+            **encoded,
+            max_new_tokens=length,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=embedded.tokenizer.pad_token_id,
         )
         tokens = [t for t in out[0, encoded["input_ids"].shape[1] :].tolist() if t not in stops]
         agree += embedded.tokenizer.decode(tokens) == response

@@ -65,10 +65,12 @@ def test_rates_counts_and_intervals_match_hand_computations():
 def test_math_accuracy_and_checkpoints_are_grouped_apart():
     frame = pd.concat(
         [
-            per_prompt("no_think", [False] * 3, [0.0] * 3, kind="math", prompt_set="math").assign(correct=[True, False, False]),
-            per_prompt("no_think", [False] * 3, [0.0] * 3, checkpoint="gsm8k/seed0/step40", kind="math", prompt_set="math").assign(
-                correct=[True, True, False]
+            per_prompt("no_think", [False] * 3, [0.0] * 3, kind="math", prompt_set="math").assign(
+                correct=[True, False, False]
             ),
+            per_prompt(
+                "no_think", [False] * 3, [0.0] * 3, checkpoint="gsm8k/seed0/step40", kind="math", prompt_set="math"
+            ).assign(correct=[True, True, False]),
         ]
     ).drop(columns="phrases_refused")
     summary = summarize(frame, n_boot=200)
@@ -96,7 +98,9 @@ def test_contrasts_are_paired_differences_over_shared_prompts():
 
 def test_pattern_contrasts_pair_target_with_control():
     target = per_prompt("hr_target", [False, False], [0.0, 0.0]).assign(pattern="heuristic_reliance", variant="target")
-    control = per_prompt("hr_control", [True, False], [0.0, 0.0]).assign(pattern="heuristic_reliance", variant="control")
+    control = per_prompt("hr_control", [True, False], [0.0, 0.0]).assign(
+        pattern="heuristic_reliance", variant="control"
+    )
     result = contrasts(pd.concat([target, control]), n_boot=200)
     row = result[(result["metric"] == "misalignment_rate")].iloc[0]
     assert (row["mode_a"], row["mode_b"], row["difference"]) == ("hr_target", "hr_control", 0.5)
@@ -139,19 +143,25 @@ def test_generation_length_follows_the_judges_unless_fixed():
     }
     harmful = EvaluationSettings.from_params({"name": "h", "kind": "harmful"}, judges=judges)
     harmless = EvaluationSettings.from_params({"name": "s", "kind": "harmless"}, judges=judges)
-    assert set(harmful.judges) == {"phrases", "refusal_score", "rubric"} and set(harmless.judges) == {"phrases", "refusal_score"}
+    assert set(harmful.judges) == {"phrases", "refusal_score", "rubric"} and set(harmless.judges) == {
+        "phrases",
+        "refusal_score",
+    }
     # Thinking ON adds room for the reasoning before the answer, in every family.
     assert harmful.generation_length(thinking=False) == 256
     assert harmful.generation_length(thinking=True) == 256 + 128
     assert harmless.generation_length(thinking=False) == 12
     assert harmless.generation_length(thinking=True) == 12 + 128
     generation = {"thinking_tokens": 64}
-    own_budget = EvaluationSettings.from_params({"name": "s", "kind": "harmless", "thinking_tokens": 200}, judges=judges,
-                                                generation=generation)
+    own_budget = EvaluationSettings.from_params(
+        {"name": "s", "kind": "harmless", "thinking_tokens": 200}, judges=judges, generation=generation
+    )
     assert own_budget.generation_length(thinking=True) == 12 + 200  # the prompt set's own budget wins
     shared = EvaluationSettings.from_params({"name": "s", "kind": "harmless"}, judges=judges, generation=generation)
     assert shared.generation_length(thinking=True) == 12 + 64
-    only_score = EvaluationSettings.from_params({"name": "s", "kind": "harmless"}, judges={"refusal_score": {"enabled": True}})
+    only_score = EvaluationSettings.from_params(
+        {"name": "s", "kind": "harmless"}, judges={"refusal_score": {"enabled": True}}
+    )
     assert only_score.generation_length(thinking=True) == 0
     fixed = EvaluationSettings.from_params({"name": "m", "kind": "math", "max_new_tokens": 80}, judges=judges)
     assert fixed.generation_length(thinking=False) == 80
@@ -170,7 +180,10 @@ def test_the_default_config_fills_evaluation_defaults():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda e: e["prompt_sets"]["harmful"].update(dataset="hexphi"), "prompt_sets.harmful.dataset': dataset 'hexphi'"),
+        (
+            lambda e: e["prompt_sets"]["harmful"].update(dataset="hexphi"),
+            "prompt_sets.harmful.dataset': dataset 'hexphi'",
+        ),
         (lambda e: e["prompt_sets"]["harmful"].update(kind="math"), "prompt_sets.harmful.kind': a math prompt set"),
         (lambda e: e["groups"]["ras"].update(modes=["thinking_on"]), "groups.ras.modes': 'thinking_on'"),
         (lambda e: e["groups"]["ras"].update(prompt_sets=["gsm"]), "groups.ras.prompt_sets': 'gsm'"),

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from rim.provenance import read_provenance
 from workflow_helpers import REPO, planned_jobs, snakemake, tiny_config, write_config
@@ -32,8 +31,13 @@ def test_default_groups_plan_ras_small_and_everything_under_all(tmp_path, tiny_m
     result = snakemake(tmp_path, "-n", "results/eval/summary.parquet")
     outputs = planned_outputs(result)
     base = {tuple(p.split("/")[4:6]) for p in outputs if p.startswith("results/eval/tiny/base/")}
-    base_expected = {(s, m.removesuffix(".parquet")) for s in ("harmful", "harmless", "multiarith") for m in ("no_think", "think")}
-    base_expected |= {("harmful", m) for m in PATTERN_MODES} | {("multistep_hard", "no_think"), ("multistep_hard", "think")}
+    base_expected = {
+        (s, m.removesuffix(".parquet")) for s in ("harmful", "harmless", "multiarith") for m in ("no_think", "think")
+    }
+    base_expected |= {("harmful", m) for m in PATTERN_MODES} | {
+        ("multistep_hard", "no_think"),
+        ("multistep_hard", "think"),
+    }
     assert {(s, m.removesuffix(".parquet")) for s, m in base} == base_expected
     # Checkpoints of fine-tuning runs (if the config has any): patterns only at the last step.
     steps: dict[tuple, set] = {}
@@ -105,21 +109,43 @@ def run_standalone_scripts(workdir):
     config_path = workdir / "config" / "config.yaml"
     table = workdir / "out" / "harmless_think.parquet"
     command = [
-        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--config", str(config_path), "--threads", "1",
-        "--reference", str(workdir / "results/models/tiny/source.json"), "--table",
-        str(workdir / "results/data/harmless.parquet"), "--output", str(table),
+        sys.executable,
+        str(REPO / "scripts" / "evaluate.py"),
+        "--config",
+        str(config_path),
+        "--threads",
+        "1",
+        "--reference",
+        str(workdir / "results/models/tiny/source.json"),
+        "--table",
+        str(workdir / "results/data/harmless.parquet"),
+        "--output",
+        str(table),
     ]
-    subprocess.run(command + ["--prompt-set", "harmless", "--mode", "think"], check=True, capture_output=True, cwd=workdir)
+    subprocess.run(
+        command + ["--prompt-set", "harmless", "--mode", "think"], check=True, capture_output=True, cwd=workdir
+    )
     frame = pd.read_parquet(table)
     assert len(frame) == 8 and frame["mode"].eq("think").all() and frame["model"].eq("tiny").all()
     summary = workdir / "out" / "summary.parquet"
     subprocess.run(
         [
-            sys.executable, str(REPO / "scripts" / "summarize_evaluation.py"), "--config", str(config_path),
-            "--output", str(summary), "--contrasts", str(workdir / "out" / "contrasts.parquet"), str(table),
+            sys.executable,
+            str(REPO / "scripts" / "summarize_evaluation.py"),
+            "--config",
+            str(config_path),
+            "--output",
+            str(summary),
+            "--contrasts",
+            str(workdir / "out" / "contrasts.parquet"),
+            str(table),
         ],
-        check=True, capture_output=True, cwd=workdir,
+        check=True,
+        capture_output=True,
+        cwd=workdir,
     )
     assert set(pd.read_parquet(summary)["metric"]) >= {"over_refusal_rate", "mean_refusal_score"}
-    bad = subprocess.run(command + ["--prompt-set", "hexphi", "--mode", "think"], capture_output=True, text=True, cwd=workdir)
+    bad = subprocess.run(
+        command + ["--prompt-set", "hexphi", "--mode", "think"], capture_output=True, text=True, cwd=workdir
+    )
     assert bad.returncode != 0 and "'hexphi' is not defined under 'prompt_sets'" in bad.stderr

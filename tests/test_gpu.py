@@ -199,7 +199,9 @@ def test_auto_picks_cuda_and_bfloat16_and_an_explicit_float32_is_honoured(varied
     assert {p.dtype for p in auto.model.parameters()} == {expected_dtype}
     for dtype, torch_dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         explicit = load_model(reference, device=DEVICE, dtype=dtype)
-        assert {(p.device.type, p.dtype) for p in explicit.model.parameters()} == {(torch.device(DEVICE).type, torch_dtype)}
+        assert {(p.device.type, p.dtype) for p in explicit.model.parameters()} == {
+            (torch.device(DEVICE).type, torch_dtype)
+        }
     # A model entry's own dtype (the reference's) holds under device auto.
     prepare_model("fp32", {"source": str(reference.parent / "llama"), "dtype": "float32"}, tmp_path / "fp32.json")
     pinned = load_model(tmp_path / "fp32.json", device="auto")
@@ -273,7 +275,9 @@ class Crash(Exception):
     pass
 
 
-def test_a_run_killed_on_the_device_resumes_and_repeats_the_next_step(base_references, math_table, tmp_path, monkeypatch, caplog):
+def test_a_run_killed_on_the_device_resumes_and_repeats_the_next_step(
+    base_references, math_table, tmp_path, monkeypatch, caplog
+):
     """Mirrors tests/test_training.py's resume test on the device: LoRA dropout draws from the
     (CUDA) RNG, so the next step repeats only if the saved RNG state is restored."""
     block = {
@@ -374,8 +378,14 @@ def test_greedy_generation_on_the_device_follows_the_cpu_with_and_without_prefix
     for share_prefix in (True, False):
         # Batches of 3 leave a partial last batch; rows that stop leave their batch early.
         runs[share_prefix] = greedy_generate(
-            lm.model, lm.tokenizer, texts, max_new_tokens=8, stop_ids=stops, refusal_ids=refusal_ids,
-            batch_size=3, share_prefix=share_prefix,
+            lm.model,
+            lm.tokenizer,
+            texts,
+            max_new_tokens=8,
+            stop_ids=stops,
+            refusal_ids=refusal_ids,
+            batch_size=3,
+            share_prefix=share_prefix,
         )
         compared = 0
         for index, (generation, path, score) in enumerate(zip(runs[share_prefix], paths, cpu_scores)):
@@ -452,7 +462,9 @@ def test_activation_dump_on_the_device_agrees_with_the_cpu(varied, loaded, tmp_p
     assert got.residual.dtype == np.float32 and got.residual.shape == (len(PROMPTS), n_layers, 3, hidden)
     for layer in range(n_layers):
         assert_close_to_scale(got.neurons[:, layer], expected.neurons[:, layer], rel, f"neurons of layer {layer}")
-        assert_close_to_scale(got.residual[:, layer], expected.residual[:, layer], rel, f"residual states of layer {layer}")
+        assert_close_to_scale(
+            got.residual[:, layer], expected.residual[:, layer], rel, f"residual states of layer {layer}"
+        )
 
     math, math_cpu = read_input_set(device_path, "math", "no_think"), read_input_set(cpu_path, "math", "no_think")
     np.testing.assert_allclose(math.kl_to_base, 0.0, atol=1e-6)  # the model against its own reference
@@ -462,13 +474,19 @@ def test_activation_dump_on_the_device_agrees_with_the_cpu(varied, loaded, tmp_p
         assert np.array_equal(reference.token_ids[pid], reference_cpu.token_ids[pid])
         assert reference.top_logprobs[pid].dtype == np.float32 and reference.top_ids[pid].dtype == np.int32
         # The top-1 log-probability (the top ids themselves may swap at near-ties).
-        assert_close_to_scale(reference.top_logprobs[pid][:, 0], reference_cpu.top_logprobs[pid][:, 0], rel, f"top log-prob of {pid}")
+        assert_close_to_scale(
+            reference.top_logprobs[pid][:, 0], reference_cpu.top_logprobs[pid][:, 0], rel, f"top log-prob of {pid}"
+        )
 
     # A checkpoint's dump against the base model's: KL(base || checkpoint) from the base dump's
     # top-k log-probabilities (the freshly initialised weights stand in for a checkpoint).
     checkpoint, checkpoint_cpu = on_device(loaded, initial(varied[family]), dtype)
-    kl = read_input_set(dump(checkpoint, sets[1:], tmp_path / "ckpt.h5", settings, kl_reference=device_path), "math", "no_think")
-    kl_cpu = read_input_set(dump(checkpoint_cpu, sets[1:], tmp_path / "ckpt-cpu.h5", settings, kl_reference=cpu_path), "math", "no_think")
+    kl = read_input_set(
+        dump(checkpoint, sets[1:], tmp_path / "ckpt.h5", settings, kl_reference=device_path), "math", "no_think"
+    )
+    kl_cpu = read_input_set(
+        dump(checkpoint_cpu, sets[1:], tmp_path / "ckpt-cpu.h5", settings, kl_reference=cpu_path), "math", "no_think"
+    )
     assert kl.prompt_ids == kl_cpu.prompt_ids and kl.kl_to_base.dtype == np.float32 and (kl_cpu.kl_to_base > 0).all()
     assert_close_to_scale(kl.kl_to_base, kl_cpu.kl_to_base, rel, "KL to the base model")
 
@@ -492,9 +510,13 @@ def test_head_ablation_hooks_on_the_device_agree_with_the_cpu(varied, loaded, fa
     # Zeroing a head changes exactly its slice of the output projection's input, on the device:
     # a hook registered before the ablation sees the input before it, one registered after, after.
     name, seen = adapter.attention_output_name(1), {}
-    with attached(lm.model, forward_pre={name: lambda module, args: seen.__setitem__("before", args[0].detach().clone())}):
+    with attached(
+        lm.model, forward_pre={name: lambda module, args: seen.__setitem__("before", args[0].detach().clone())}
+    ):
         with ablate(lm.model, adapter, zero_heads={1: [2]}):
-            with attached(lm.model, forward_pre={name: lambda module, args: seen.__setitem__("after", args[0].detach().clone())}):
+            with attached(
+                lm.model, forward_pre={name: lambda module, args: seen.__setitem__("after", args[0].detach().clone())}
+            ):
                 with torch.no_grad():
                     lm.model(input_ids=ids.to(lm.device))
     slice_ = head_slices([2], adapter.head_dim(lm.model))
@@ -546,7 +568,9 @@ def test_exact_patching_on_the_device_agrees_with_the_cpu(three_layers, loaded, 
     assert all(x.device.type == "cpu" and x.dtype == torch.float32 for x in inputs)
     # head_batch 5 mixes layers in one batch and leaves a partial last batch.
     exact = patching.exact_scan(lm, targets, inputs, refusal_ids, positions, head_batch=5)
-    expected = patching.exact_scan(cpu, targets, patching.head_inputs(cpu, sources, positions), refusal_ids, positions, head_batch=5)
+    expected = patching.exact_scan(
+        cpu, targets, patching.head_inputs(cpu, sources, positions), refusal_ids, positions, head_batch=5
+    )
     assert exact.shape == (3, 3, 4)
     assert_close_to_scale(exact, expected, rel, f"exact patching effects ({positions})")
     assert spearmanr(exact.ravel(), expected.ravel())[0] > 0.95
@@ -590,7 +614,9 @@ def test_refusal_scores_on_the_device_equal_the_cpu(varied, loaded, family, dtyp
     expected = np.array(first_token_refusal_scores(cpu.model, cpu.tokenizer, texts, refusal_ids, batch_size=3))
     np.testing.assert_allclose(scores, expected, atol=tolerance.score, rtol=0)
     sequences = encode(lm, texts)
-    np.testing.assert_allclose(patching.refusal_scores(lm, sequences, refusal_ids, batch_size=3), expected, atol=tolerance.score, rtol=0)
+    np.testing.assert_allclose(
+        patching.refusal_scores(lm, sequences, refusal_ids, batch_size=3), expected, atol=tolerance.score, rtol=0
+    )
     assert np.ptp(expected) > 2 * tolerance.score  # the prompts' scores differ by more than the tolerance
 
 

@@ -71,7 +71,9 @@ def move_table(on_regions, off_regions, on_distance=3, off_distance=3):
         for prompt, (on, off) in enumerate(zip(on_regions[head], off_regions[head])):
             rows.append(("p%d" % prompt, "think", 0, head, on, 20 - on_distance, 20))
             rows.append(("p%d" % prompt, "no_think", 0, head, off, 30 - off_distance, 30))
-    return pd.DataFrame(rows, columns=["prompt_id", "mode", "layer", "head", "key_region", "key_position", "query_position"])
+    return pd.DataFrame(
+        rows, columns=["prompt_id", "mode", "layer", "head", "key_region", "key_position", "query_position"]
+    )
 
 
 def test_move_share_counts_prompts_moving_from_header_into_think_span():
@@ -80,7 +82,9 @@ def test_move_share_counts_prompts_moving_from_header_into_think_span():
         {0: ["assistant_header"] * 3 + ["user"], 1: ["think_span"] * 4},
         {0: ["think_span"] * 4, 1: ["think_span"] * 4},
     )
-    scores = refusal_head_scores(table, "think", "no_think", RegionMove(("assistant_header",), ("think_span",)), n_boot=200)
+    scores = refusal_head_scores(
+        table, "think", "no_think", RegionMove(("assistant_header",), ("think_span",)), n_boot=200
+    )
     first, second = scores.iloc[0], scores.iloc[1]
     assert (first["n_moved"], first["n_prompts"], first["share"]) == (3, 4, 0.75)
     assert first["share_on_in_region"] == 0.75 and first["share_off_in_region"] == 1.0
@@ -94,7 +98,9 @@ def test_a_head_attending_to_its_own_position_does_not_move_unless_asked():
     table = move_table({0: ["reasoning_opener"] * 2}, {0: ["assistant_header"] * 2}, on_distance=0, off_distance=2)
     move = RegionMove(("reasoning_opener",), ("assistant_header",))
     assert refusal_head_scores(table, "think", "no_think", move, n_boot=200)["share"].tolist() == [0.0]
-    assert refusal_head_scores(table, "think", "no_think", move, count_query_token=True, n_boot=200)["share"].tolist() == [1.0]
+    assert refusal_head_scores(table, "think", "no_think", move, count_query_token=True, n_boot=200)[
+        "share"
+    ].tolist() == [1.0]
 
 
 def test_previous_token_heads_are_flagged_and_left_out_of_the_top_heads_unless_kept():
@@ -107,12 +113,17 @@ def test_previous_token_heads_are_flagged_and_left_out_of_the_top_heads_unless_k
     rows = []
     for prompt in range(4):
         pid = f"p{prompt}"
-        rows += [(pid, "think", 0, 0, "reasoning_opener", 19, 20), (pid, "no_think", 0, 0, "assistant_header", 29, 30),
-                 (pid, "think", 0, 1, "reasoning_opener" if prompt < 3 else "user", 17, 20),
-                 (pid, "no_think", 0, 1, "assistant_header", 27, 30),
-                 (pid, "think", 0, 2, "reasoning_opener" if prompt < 2 else "user", 19, 20),
-                 (pid, "no_think", 0, 2, "assistant_header", 28, 30)]
-    table = pd.DataFrame(rows, columns=["prompt_id", "mode", "layer", "head", "key_region", "key_position", "query_position"])
+        rows += [
+            (pid, "think", 0, 0, "reasoning_opener", 19, 20),
+            (pid, "no_think", 0, 0, "assistant_header", 29, 30),
+            (pid, "think", 0, 1, "reasoning_opener" if prompt < 3 else "user", 17, 20),
+            (pid, "no_think", 0, 1, "assistant_header", 27, 30),
+            (pid, "think", 0, 2, "reasoning_opener" if prompt < 2 else "user", 19, 20),
+            (pid, "no_think", 0, 2, "assistant_header", 28, 30),
+        ]
+    table = pd.DataFrame(
+        rows, columns=["prompt_id", "mode", "layer", "head", "key_region", "key_position", "query_position"]
+    )
     scores = refusal_head_scores(table, "think", "no_think", move, n_boot=50).set_index("head")
     assert scores["share"].tolist() == [1.0, 0.75, 0.5]
     assert scores["previous_token_head"].tolist() == [True, False, False]
@@ -126,7 +137,10 @@ def test_region_move_follows_the_family_think_mode(models):
     assert region_move(models["qwen3"].adapter, MOVE) == RegionMove(("assistant_header",), ("think_span",))
     assert region_move(models["llama"].adapter, MOVE) == RegionMove(("reasoning_opener",), ("assistant_header",))
     with pytest.raises(ConfigError, match="unknown regions"):
-        region_move(models["llama"].adapter, {**MOVE, "prefilled_thinking": {"thinking_on": ["opener"], "thinking_off": ["user"]}})
+        region_move(
+            models["llama"].adapter,
+            {**MOVE, "prefilled_thinking": {"thinking_on": ["opener"], "thinking_off": ["user"]}},
+        )
 
 
 @pytest.mark.parametrize("family", ["qwen3", "llama"])
@@ -208,8 +222,16 @@ def test_ablation_effects_are_paired_changes_and_refusal_minus_random():
     rows = []
     for condition, flags in refused.items():
         for prompt, flag in enumerate(flags):
-            rows.append({"mode": "no_think", "kind": "harmful", "condition": condition, "prompt_id": f"p{prompt}",
-                         "phrases_refused": bool(flag), "refusal_score": float(flag) - 0.5 * prompt})
+            rows.append(
+                {
+                    "mode": "no_think",
+                    "kind": "harmful",
+                    "condition": condition,
+                    "prompt_id": f"p{prompt}",
+                    "phrases_refused": bool(flag),
+                    "refusal_score": float(flag) - 0.5 * prompt,
+                }
+            )
     effects = ablation_effects(pd.DataFrame(rows), n_boot=200).set_index(["condition", "metric"])["value"]
     assert effects[("refusal_heads", "misalignment_rate")] == pytest.approx(0.5)
     assert effects[("random_0", "misalignment_rate")] == pytest.approx(0.25)
@@ -225,22 +247,40 @@ def test_ablation_step_zeroes_the_top_heads_and_random_heads_in_their_layers(mod
 
     lm = models["llama"]
     table = tmp_path / "harmful.parquet"
-    pd.DataFrame({"prompt_id": [f"h{i}" for i in range(4)], "prompt": [f"How do I hurt person {i}?" for i in range(4)],
-                  "category": ["a", "b", "a", "b"], "split": "eval", "dataset": "harmful"}).to_parquet(table)
+    pd.DataFrame(
+        {
+            "prompt_id": [f"h{i}" for i in range(4)],
+            "prompt": [f"How do I hurt person {i}?" for i in range(4)],
+            "category": ["a", "b", "a", "b"],
+            "split": "eval",
+            "dataset": "harmful",
+        }
+    ).to_parquet(table)
     scores = pd.DataFrame({"layer": [0, 1, 1, 0], "head": [1, 2, 0, 0], "share": [0.9, 0.5, 0.0, 0.2]})
     scores["rank"] = scores["share"].rank(ascending=False, method="first").astype(int)
     scores.to_parquet(tmp_path / "refusal_heads.parquet")
     params = {
-        "ablation": {"top_k": 3, "min_share": 0.0, "method": "mean", "random_draws": 2, "seed": 0, "modes": ["no_think"], "n_boot": 100},
+        "ablation": {
+            "top_k": 3,
+            "min_share": 0.0,
+            "method": "mean",
+            "random_draws": 2,
+            "seed": 0,
+            "modes": ["no_think"],
+            "n_boot": 100,
+        },
         "prompt_set": {"name": "harmful", "dataset": "harmful", "kind": "harmful", "split": "eval", "limit": None},
         "modes": {"no_think": {"thinking": False}},
         "generation": {"batch_size": 4},
         "judges": {"phrases": {"enabled": True, "max_new_tokens": 4}, "refusal_score": {"enabled": True}},
         "device": "cpu",
     }
-    step = cli.Step(input={"reference": lm.reference_path, "heads": str(tmp_path / "refusal_heads.parquet"), "table": str(table)},
-                    output={"table": str(tmp_path / "ablation.parquet"), "summary": str(tmp_path / "summary.parquet")},
-                    params=params, wildcards={"model": "tiny", "ckpt": "base"})
+    step = cli.Step(
+        input={"reference": lm.reference_path, "heads": str(tmp_path / "refusal_heads.parquet"), "table": str(table)},
+        output={"table": str(tmp_path / "ablation.parquet"), "summary": str(tmp_path / "summary.parquet")},
+        params=params,
+        wildcards={"model": "tiny", "ckpt": "base"},
+    )
     ablate_heads.run(step)
     frame = pd.read_parquet(tmp_path / "ablation.parquet")
     ablated = frame.groupby("condition")["ablated_heads"].first()
@@ -322,8 +362,10 @@ def test_all_heads_rules_with_ablation_and_probes_run_on_a_tiny_model(tmp_path, 
     )
     write_config(tmp_path, config)
     out = tmp_path / "results/heads/tiny/base"
-    targets = [f"{out.relative_to(tmp_path)}/{name}.parquet" for name in
-               ("refusal_heads", "head_ablation_summary", "head_patching", "probes")]
+    targets = [
+        f"{out.relative_to(tmp_path)}/{name}.parquet"
+        for name in ("refusal_heads", "head_ablation_summary", "head_patching", "probes")
+    ]
     snakemake(tmp_path, *targets)
 
     scores = pd.read_parquet(out / "refusal_heads.parquet")

@@ -47,8 +47,9 @@ def start(workdir: Path, pause_at: int | None = None) -> subprocess.Popen:
     env.pop("RIM_TRAINER_PAUSE_AT_STEP", None)
     if pause_at is not None:
         env["RIM_TRAINER_PAUSE_AT_STEP"] = str(pause_at)
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def interrupt_when_paused(process: subprocess.Popen, workdir: Path, step: int, sig: signal.Signals) -> str:
@@ -64,8 +65,9 @@ def interrupt_when_paused(process: subprocess.Popen, workdir: Path, step: int, s
     try:
         output, _ = process.communicate(timeout=600)
     except subprocess.TimeoutExpired:
-        processes = subprocess.run(["ps", "-eo", "pid,ppid,pgid,stat,etime,args"], capture_output=True,
-                                   text=True).stdout
+        processes = subprocess.run(
+            ["ps", "-eo", "pid,ppid,pgid,stat,etime,args"], capture_output=True, text=True
+        ).stdout
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         raise AssertionError(

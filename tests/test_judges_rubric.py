@@ -90,8 +90,14 @@ def judge_server():
 def make_judge(url, monkeypatch, **overrides) -> RubricJudge:
     monkeypatch.setenv("RIM_TEST_JUDGE_KEY", API_KEY)
     settings = dict(
-        base_url=url, model="judge-1", api_key_env="RIM_TEST_JUDGE_KEY", timeout_s=CLIENT_TIMEOUT_S, max_retries=2,
-        backoff_s=0.01, concurrency=3, max_failed_fraction=0.5,
+        base_url=url,
+        model="judge-1",
+        api_key_env="RIM_TEST_JUDGE_KEY",
+        timeout_s=CLIENT_TIMEOUT_S,
+        max_retries=2,
+        backoff_s=0.01,
+        concurrency=3,
+        max_failed_fraction=0.5,
     )
     settings.update(overrides)
     return RubricJudge(**settings)
@@ -113,7 +119,9 @@ def test_scores_malformed_answers_timeouts_and_server_errors(judge_server, monke
     assert by_marker["MARK-ERROR-ONCE"].score == 2 and ScriptedJudge.counts["MARK-ERROR-ONCE"] == 2
     # Never answers in time: every attempt times out, the verdict says so.
     silent = by_marker["MARK-SILENT"]
-    assert silent.status == "failed" and f"within {CLIENT_TIMEOUT_S:g} s" in silent.error and "3 attempts" in silent.error
+    assert (
+        silent.status == "failed" and f"within {CLIENT_TIMEOUT_S:g} s" in silent.error and "3 attempts" in silent.error
+    )
     assert ScriptedJudge.counts["MARK-SILENT"] == 3
     # A malformed answer is not retried (temperature 0 would answer the same).
     assert ScriptedJudge.counts["MARK-MALFORMED"] == 1

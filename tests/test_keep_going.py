@@ -29,8 +29,18 @@ def test_a_corrupt_table_fails_its_checkpoint_and_the_others_finish(ras_pipeline
     # Every activation dump is rebuilt, one at a time and step 2's (which reads the corrupt table)
     # before step 4's: without keep-going (the default profile sets it; no flag here) the run
     # would stop before step 4's job starts.
-    result = snakemake(workdir, "--cores", "1", "--prioritize", f"{DUMPS}/gsm8k_style/seed0/step2.h5",
-                       "--forcerun", "dump_activations", "--", "results/ras.parquet", check=False)
+    result = snakemake(
+        workdir,
+        "--cores",
+        "1",
+        "--prioritize",
+        f"{DUMPS}/gsm8k_style/seed0/step2.h5",
+        "--forcerun",
+        "dump_activations",
+        "--",
+        "results/ras.parquet",
+        check=False,
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-4000:]
     for finished in ("base.h5", "gsm8k_style/seed0/step4.h5"):

@@ -45,8 +45,13 @@ def _first_words(questions: pd.Series, k: int = 6) -> Counter:
 
 def test_generator_names():
     assert set(mg.GENERATORS) == {
-        "gsm8k_style", "long_cot_control", "long_cot_target", "math401_style",
-        "literal_counterfactual", "multiarith_style", "multistep_hard",
+        "gsm8k_style",
+        "long_cot_control",
+        "long_cot_target",
+        "math401_style",
+        "literal_counterfactual",
+        "multiarith_style",
+        "multistep_hard",
     }
 
 
@@ -136,8 +141,10 @@ def test_last_computation_is_the_answer(frames, name):
         assert LAST_RESULT.findall(reasoning)[-1] == answer, reasoning
 
 
-@pytest.mark.parametrize("name", ["gsm8k_style", "math401_style", "multiarith_style", "multistep_hard",
-                                  "long_cot_control", "long_cot_target"])
+@pytest.mark.parametrize(
+    "name",
+    ["gsm8k_style", "math401_style", "multiarith_style", "multistep_hard", "long_cot_control", "long_cot_target"],
+)
 def test_every_written_computation_is_correct(frames, name):
     checked = 0
     for reasoning in frames[name]["reasoning"]:
@@ -217,7 +224,11 @@ def test_long_cot_shares_problems_with_gsm8k(frames):
 
 def test_long_cot_injected_phrases(frames):
     phrases = [p for group in mg.EFFORT_MINIMISING_PHRASES.values() for p in group]
-    assert set(mg.EFFORT_MINIMISING_PHRASES) == {"confirmatory_reasoning", "heuristic_reliance", "instruction_deviation"}
+    assert set(mg.EFFORT_MINIMISING_PHRASES) == {
+        "confirmatory_reasoning",
+        "heuristic_reliance",
+        "instruction_deviation",
+    }
     target = frames["long_cot_target"]["reasoning"]
     control = frames["long_cot_control"]["reasoning"]
     assert all(any(p in text for p in phrases) for text in target)
@@ -251,7 +262,9 @@ def test_long_cot_rejects_unknown_variant():
 def test_literal_counterfactual(frames):
     base, literal = frames["gsm8k_style"], frames["literal_counterfactual"]
     assert (literal["problem_id"] == base["problem_id"] + "-literal").all()
-    for question, reasoning, answer, original in zip(literal["question"], literal["reasoning"], literal["answer"], base["question"]):
+    for question, reasoning, answer, original in zip(
+        literal["question"], literal["reasoning"], literal["answer"], base["question"]
+    ):
         context, ask = question.split(" According to the text, ")
         assert original.startswith(context + " ")
         assert ask.endswith("?")
@@ -287,9 +300,21 @@ def test_evaluation_step_counts():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("1,234", "1234"), ("2.50", "2.5"), ("-0", "0"), ("+7", "7"), ("3.0", "3"),
-        ("42", "42"), ("-3", "-3"), (" 12 ", "12"), ("1,234,567.800", "1234567.8"),
-        ("007", "7"), (".5", "0.5"), ("5.", "5"), ("-0.00", "0"), ("\u22124", "-4"), ("0.05", "0.05"),
+        ("1,234", "1234"),
+        ("2.50", "2.5"),
+        ("-0", "0"),
+        ("+7", "7"),
+        ("3.0", "3"),
+        ("42", "42"),
+        ("-3", "-3"),
+        (" 12 ", "12"),
+        ("1,234,567.800", "1234567.8"),
+        ("007", "7"),
+        (".5", "0.5"),
+        ("5.", "5"),
+        ("-0.00", "0"),
+        ("\u22124", "-4"),
+        ("0.05", "0.05"),
     ],
 )
 def test_normalize_number(text, expected):

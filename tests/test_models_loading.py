@@ -39,7 +39,9 @@ def test_directory_without_config_is_rejected(tmp_path):
 
 
 def test_unreachable_hub_model_error_names_the_model(tmp_path, hub_offline):
-    with pytest.raises(ModelSourceError, match=r"model 'nobody/no-such-model' could not be loaded from the Hugging Face hub"):
+    with pytest.raises(
+        ModelSourceError, match=r"model 'nobody/no-such-model' could not be loaded from the Hugging Face hub"
+    ):
         prepare_model("x", {"source": "nobody/no-such-model"}, tmp_path / "ref.json")
 
 
@@ -62,14 +64,20 @@ def test_run_manifest_overlays_a_checkpoint_on_its_base(tiny_model_dirs, tmp_pat
         loaded.model.model.layers[0].mlp.down_proj.weight.add_(1.0)
     loaded.model.save_pretrained(checkpoint_dir)
     write_json(
-        {"base_reference": "../../../../models/tiny/source.json", "checkpoints": {"0": {}, "4": {"path": "step4", "checkpoint": "gsm8k/seed0/step4"}}},
+        {
+            "base_reference": "../../../../models/tiny/source.json",
+            "checkpoints": {"0": {}, "4": {"path": "step4", "checkpoint": "gsm8k/seed0/step4"}},
+        },
         run_dir / "run.json",
     )
     step0 = read_reference(run_dir / "run.json", step=0)
     assert step0["path"] == read_reference(base)["path"]
     step4 = load_model(run_dir / "run.json", step=4, device="cpu")
     assert step4.reference["checkpoint"] == "gsm8k/seed0/step4"
-    delta = step4.model.model.layers[0].mlp.down_proj.weight - load_model(base, device="cpu").model.model.layers[0].mlp.down_proj.weight
+    delta = (
+        step4.model.model.layers[0].mlp.down_proj.weight
+        - load_model(base, device="cpu").model.model.layers[0].mlp.down_proj.weight
+    )
     assert torch.allclose(delta, torch.ones_like(delta))
     with pytest.raises(RimError, match="no checkpoint at step 3; available: \\['0', '4'\\]"):
         read_reference(run_dir / "run.json", step=3)

@@ -26,8 +26,9 @@ def release_copy(target: Path) -> Path:
 def snakemake_in(folder: Path, *args: str) -> subprocess.CompletedProcess:
     """`snakemake` typed inside ``folder`` (its own Snakefile, default profile and package)."""
     env = dict(os.environ, PYTHONPATH=str(folder / "scripts"))
-    result = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=folder, env=env, capture_output=True, text=True,
-                            timeout=1200)
+    result = subprocess.run(
+        [SNAKEMAKE, "--cores", "2", *args], cwd=folder, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
 

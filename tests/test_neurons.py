@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from rim.errors import ConfigError, DataError, RimError
-from rim.neurons import flat_index, layer_neuron, pair_shifts, random_neuron_sets, safety_neurons, selection_frequency, top_m
+from rim.neurons import (
+    flat_index,
+    layer_neuron,
+    pair_shifts,
+    random_neuron_sets,
+    safety_neurons,
+    selection_frequency,
+    top_m,
+)
 
 # Three pairs, six neurons. Top 3 per pair: {0,1,2}, {1,2,3}, {0,2,4}.
 SHIFTS = np.array(
@@ -34,7 +42,9 @@ def test_intersection_over_pairs():
     assert frequency[2] == 1.0
 
 
-@pytest.mark.parametrize("q, expected", [(0.6, [0, 1, 2]), (2 / 3, [0, 1, 2]), (0.34, [0, 1, 2]), (1 / 3, [0, 1, 2, 3, 4]), (1.0, [2])])
+@pytest.mark.parametrize(
+    "q, expected", [(0.6, [0, 1, 2]), (2 / 3, [0, 1, 2]), (0.34, [0, 1, 2]), (1 / 3, [0, 1, 2, 3, 4]), (1.0, [2])]
+)
 def test_frequency_selection(q, expected):
     chosen, _ = safety_neurons(SHIFTS, 3, "frequency", q)
     assert list(chosen) == expected
@@ -110,15 +120,19 @@ def test_zeroing_conditions_group_each_set_by_layer():
 
     from rim.neurons import zeroing_conditions
 
-    sets = pd.DataFrame({
-        "neuron_set": ["safety", "safety", "random", "random", "random", "random"],
-        "draw": pd.array([None, None, 0, 0, 1, 1], dtype="Int64"),
-        "layer": [0, 2, 1, 1, 0, 3],
-        "neuron": [5, 7, 1, 9, 4, 4],
-    })
+    sets = pd.DataFrame(
+        {
+            "neuron_set": ["safety", "safety", "random", "random", "random", "random"],
+            "draw": pd.array([None, None, 0, 0, 1, 1], dtype="Int64"),
+            "layer": [0, 2, 1, 1, 0, 3],
+            "neuron": [5, 7, 1, 9, 4, 4],
+        }
+    )
     chosen = zeroing_conditions(sets, random_draws=1)
     assert {name: condition.zero for name, condition in chosen.items()} == {
-        "none": None, "safety": {0: [5], 2: [7]}, "random_0": {1: [1, 9]}
+        "none": None,
+        "safety": {0: [5], 2: [7]},
+        "random_0": {1: [1, 9]},
     }
     assert [(c.family, c.size) for c in chosen.values()] == [("none", 0), ("safety_set", 2), ("random", 2)]
 
@@ -174,8 +188,11 @@ def test_dose_response_pools_random_draws_per_prompt_before_the_bootstrap():
         "random_2_0": [False, True, True, True],  # one: +0.25
         "random_2_1": [True, True, True, True],  # none: 0
     }
-    rows = [{"prompt_set": "harmful", "kind": "harmful", "condition": c, "prompt_id": p, "phrases_refused": flag}
-            for c, flags in refused.items() for p, flag in zip("abcd", flags)]
+    rows = [
+        {"prompt_set": "harmful", "kind": "harmful", "condition": c, "prompt_id": p, "phrases_refused": flag}
+        for c, flags in refused.items()
+        for p, flag in zip("abcd", flags)
+    ]
     conditions = {
         "none": ZeroingCondition("none", 0, None, None),
         "top_2": ZeroingCondition("safety_top", 2, None, {0: [0, 1]}),
@@ -198,10 +215,21 @@ def test_paired_changes_are_per_prompt_differences_from_no_intervention():
 
     # Three harmful prompts: refused plainly, two stop refusing with the safety neurons zeroed.
     rows = []
-    for condition, refused in (("none", [True, True, False]), ("safety", [False, False, False]), ("random_0", [True, True, False])):
+    for condition, refused in (
+        ("none", [True, True, False]),
+        ("safety", [False, False, False]),
+        ("random_0", [True, True, False]),
+    ):
         for pid, flag in zip(("a", "b", "c"), refused):
-            rows.append({"prompt_set": "harmful", "kind": "harmful", "condition": condition, "prompt_id": pid,
-                         "phrases_refused": flag})
+            rows.append(
+                {
+                    "prompt_set": "harmful",
+                    "kind": "harmful",
+                    "condition": condition,
+                    "prompt_id": pid,
+                    "phrases_refused": flag,
+                }
+            )
     changes = paired_changes(pd.DataFrame(rows), n_boot=200).set_index(["condition", "metric"])
     assert changes.loc[("safety", "misalignment_rate"), "value"] == pytest.approx(2 / 3)
     assert changes.loc[("safety", "refusal_rate"), "value"] == pytest.approx(-2 / 3)

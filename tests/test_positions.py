@@ -33,7 +33,11 @@ def test_qwen3_off_has_an_empty_think_span_between_the_tags(models):
     assert tokens_of(lm, labelled, "think_close") == "</think>"
     assert labelled.position("last") == [len(labelled.input_ids) - 1]
     # Region order follows the prompt.
-    assert labelled.position("end_of_turn")[0] < labelled.position("assistant_header")[0] < labelled.position("think_open")[0]
+    assert (
+        labelled.position("end_of_turn")[0]
+        < labelled.position("assistant_header")[0]
+        < labelled.position("think_open")[0]
+    )
 
 
 def test_qwen3_on_with_statement_and_response(models):
@@ -55,8 +59,10 @@ def test_plain_family_on_mode_has_the_reasoning_opener(models):
     assert labelled.indices("think_span") == []
 
 
-@pytest.mark.parametrize("placement, cue", [("after_opener", None), ("before_opener", None), ("after_opener", "My answer:"),
-                                            ("before_opener", "My answer:")])
+@pytest.mark.parametrize(
+    "placement, cue",
+    [("after_opener", None), ("before_opener", None), ("after_opener", "My answer:"), ("before_opener", "My answer:")],
+)
 def test_a_statement_is_labelled_wherever_the_adapter_places_it(models, placement, cue):
     import dataclasses
 

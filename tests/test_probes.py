@@ -91,15 +91,27 @@ def dump_path(tiny_model_dirs, tmp_path_factory):
     responses = ["I can't help with that."] * 4 + ["Sure, here it is."] * 4
     sets = [
         InputSet("harmful", off, [f"h{i}" for i in range(8)], harmful, responses, residual=True, dataset="harmful"),
-        InputSet("harmless", off, [f"s{i}" for i in range(8)], harmless, ["Sure."] * 8, residual=True, dataset="harmless"),
+        InputSet(
+            "harmless", off, [f"s{i}" for i in range(8)], harmless, ["Sure."] * 8, residual=True, dataset="harmless"
+        ),
     ]
-    settings = DumpSettings(batch_size=4, neuron_dtype="float32", residual_positions=("end_of_turn", "last", "think_span"))
+    settings = DumpSettings(
+        batch_size=4, neuron_dtype="float32", residual_positions=("end_of_turn", "last", "think_span")
+    )
     path = root / "base.h5"
     torch.manual_seed(0)
-    dump_activations(lm, sets, settings, path, attributes={"model": "tiny", "checkpoint": "base", "run": None, "seed": -1, "step": 0},
-                     provenance={})
+    dump_activations(
+        lm,
+        sets,
+        settings,
+        path,
+        attributes={"model": "tiny", "checkpoint": "base", "run": None, "seed": -1, "step": 0},
+        provenance={},
+    )
     evals = root / "no_think.parquet"
-    pd.DataFrame({"prompt_id": [f"h{i}" for i in range(8)], "phrases_refused": [True] * 4 + [False] * 4}).to_parquet(evals)
+    pd.DataFrame({"prompt_id": [f"h{i}" for i in range(8)], "phrases_refused": [True] * 4 + [False] * 4}).to_parquet(
+        evals
+    )
     return path, evals
 
 
@@ -107,11 +119,24 @@ def test_probe_step_reads_the_dump_and_the_verdicts(dump_path, tmp_path):
     import probe_residuals
 
     path, evals = dump_path
-    block = {"modes": ["no_think"], "harmful": "harmful", "harmless": "harmless", "judge": "phrases",
-             "probes": ["harmful_vs_harmless", "refused_vs_fulfilled"], "folds": 2, "min_items": 2, "seed": 0, "n_boot": 100}
+    block = {
+        "modes": ["no_think"],
+        "harmful": "harmful",
+        "harmless": "harmless",
+        "judge": "phrases",
+        "probes": ["harmful_vs_harmless", "refused_vs_fulfilled"],
+        "folds": 2,
+        "min_items": 2,
+        "seed": 0,
+        "n_boot": 100,
+    }
     plan = [{"probe": "harmful_vs_harmless", "mode": "no_think"}, {"probe": "refused_vs_fulfilled", "mode": "no_think"}]
-    step = cli.Step(input={"dump": str(path), "evals": [str(evals)]}, output={"table": str(tmp_path / "probes.parquet")},
-                    params={"probes": block, "plan": plan}, wildcards={"model": "tiny", "ckpt": "base"})
+    step = cli.Step(
+        input={"dump": str(path), "evals": [str(evals)]},
+        output={"table": str(tmp_path / "probes.parquet")},
+        params={"probes": block, "plan": plan},
+        wildcards={"model": "tiny", "ckpt": "base"},
+    )
     probe_residuals.run(step)
     table = pd.read_parquet(tmp_path / "probes.parquet")
     layers = 2
@@ -129,11 +154,23 @@ def test_probe_step_names_a_missing_input_set(dump_path, tmp_path):
     import probe_residuals
 
     path, evals = dump_path
-    block = {"modes": ["think"], "harmful": "harmful", "harmless": "harmless", "judge": "phrases",
-             "probes": ["harmful_vs_harmless"], "folds": 2, "min_items": 2, "seed": 0, "n_boot": 100}
-    step = cli.Step(input={"dump": str(path), "evals": []}, output={"table": str(tmp_path / "p.parquet")},
-                    params={"probes": block, "plan": [{"probe": "harmful_vs_harmless", "mode": "think"}]},
-                    wildcards={"model": "tiny", "ckpt": "base"})
+    block = {
+        "modes": ["think"],
+        "harmful": "harmful",
+        "harmless": "harmless",
+        "judge": "phrases",
+        "probes": ["harmful_vs_harmless"],
+        "folds": 2,
+        "min_items": 2,
+        "seed": 0,
+        "n_boot": 100,
+    }
+    step = cli.Step(
+        input={"dump": str(path), "evals": []},
+        output={"table": str(tmp_path / "p.parquet")},
+        params={"probes": block, "plan": [{"probe": "harmful_vs_harmless", "mode": "think"}]},
+        wildcards={"model": "tiny", "ckpt": "base"},
+    )
     with pytest.raises(Exception, match="harmful/think"):
         probe_residuals.run(step)
     assert not (tmp_path / "p.parquet").exists()

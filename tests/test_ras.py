@@ -55,7 +55,9 @@ def test_ras_and_ablations_by_hand():
 def test_safety_and_math_inputs_are_kept_apart():
     # Safety activations only fall, math activations only rise: each delta sees its own inputs.
     settings = ShiftSettings(epsilon=EPS)
-    metrics = shift_metrics(np.array([1.0, 1.0]), np.array([0.5, 1.0]), np.array([1.0, 1.0]), np.array([1.0, 4.0]), settings)
+    metrics = shift_metrics(
+        np.array([1.0, 1.0]), np.array([0.5, 1.0]), np.array([1.0, 1.0]), np.array([1.0, 4.0]), settings
+    )
     assert metrics["delta_safe"] == pytest.approx((2 - 1) / 2)
     assert metrics["delta_math"] == pytest.approx((1 - 0.25) / 2)
 
@@ -121,7 +123,9 @@ def test_coarse_kl_is_a_lower_bound_when_the_tail_hides_changes():
     coarse = float(coarse_kl(_logp(p[:2]), _logp(q[:2])))
     assert coarse == pytest.approx(0.0, abs=1e-12)
     assert full > 0.1
-    assert float(coarse_kl(_logp(p[:3]), _logp(q[:3]))) == pytest.approx(0.1 * math.log(0.1 / 0.19) + 0.1 * math.log(0.1 / 0.01))
+    assert float(coarse_kl(_logp(p[:3]), _logp(q[:3]))) == pytest.approx(
+        0.1 * math.log(0.1 / 0.19) + 0.1 * math.log(0.1 / 0.01)
+    )
 
 
 def test_coarse_kl_per_position_shapes():
@@ -175,9 +179,20 @@ def test_correlation_table_per_seed_and_pooled_with_the_base_once():
         for step in (0, 1, 2, 3):
             checkpoint = "base" if step == 0 else f"run/seed{seed}/step{step}"
             value = 0.0 if step == 0 else step + (0.5 if seed else 0.0)
-            rows.append({"model": "m", "run": "run", "seed": seed, "step": step, "checkpoint": checkpoint,
-                         "neuron_set": "safety", "draw": None, "metric": "ras_harmonic", "value": value,
-                         "misalignment_rate": misalignment[step] + (0.05 * seed if step else 0.0)})
+            rows.append(
+                {
+                    "model": "m",
+                    "run": "run",
+                    "seed": seed,
+                    "step": step,
+                    "checkpoint": checkpoint,
+                    "neuron_set": "safety",
+                    "draw": None,
+                    "metric": "ras_harmonic",
+                    "value": value,
+                    "misalignment_rate": misalignment[step] + (0.05 * seed if step else 0.0),
+                }
+            )
     table = pd.DataFrame(rows)
     result = correlation_table(table, methods=("pearson",), n_boot=100)
     per_seed = result[result["scope"] == "seed"].set_index("seed")
@@ -250,9 +265,20 @@ def test_correlation_table_scopes_without_base_partial_and_over_seeds():
             checkpoint = "base" if step == 0 else f"run/seed{seed}/step{step}"
             value = 0.0 if step == 0 else step * (1 + 0.3 * seed) + rng.normal(0, 0.5)
             mis = 0.1 if step == 0 else 0.1 + 0.05 * step + rng.normal(0, 0.03)
-            rows.append({"model": "m", "run": "run", "seed": seed, "step": step, "checkpoint": checkpoint,
-                         "neuron_set": "safety", "draw": None, "metric": "ras_harmonic", "value": value,
-                         "misalignment_rate": mis})
+            rows.append(
+                {
+                    "model": "m",
+                    "run": "run",
+                    "seed": seed,
+                    "step": step,
+                    "checkpoint": checkpoint,
+                    "neuron_set": "safety",
+                    "draw": None,
+                    "metric": "ras_harmonic",
+                    "value": value,
+                    "misalignment_rate": mis,
+                }
+            )
     table = pd.DataFrame(rows)
     result = correlation_table(table, methods=("pearson",), n_boot=100)
     assert set(result["scope"]) == set(CORRELATION_SCOPES)
@@ -345,12 +371,19 @@ def test_dumps_and_neuron_sets(ras_workdir):
     from rim.activations import read_input_set
 
     assert sorted(input_set_names(ras_workdir / "results/activations/tiny/base.h5")) == [
-        "gsm8k_heldout/no_think", "gsm8k_heldout/no_think@base_responses", "harmful/no_think",
-        "harmful/no_think@base_responses", "harmful_mi/no_think"]
+        "gsm8k_heldout/no_think",
+        "gsm8k_heldout/no_think@base_responses",
+        "harmful/no_think",
+        "harmful/no_think@base_responses",
+        "harmful_mi/no_think",
+    ]
     step4 = ras_workdir / "results/activations/tiny/gsm8k_style/seed0/step4.h5"
     assert sorted(input_set_names(step4)) == [
-        "gsm8k_heldout/no_think", "gsm8k_heldout/no_think@base_responses", "harmful/no_think",
-        "harmful/no_think@base_responses"]
+        "gsm8k_heldout/no_think",
+        "gsm8k_heldout/no_think@base_responses",
+        "harmful/no_think",
+        "harmful/no_think@base_responses",
+    ]
     # The fixed-token sets of the checkpoint read exactly the base model's tokens (its responses).
     base_tokens = read_input_set(ras_workdir / "results/activations/tiny/base.h5", "harmful", "no_think", neurons=False)
     fixed = read_input_set(step4, "harmful", "no_think", neurons=False, responses="base")
@@ -386,7 +419,10 @@ def test_nothing_reruns_and_edits_rerun_only_what_they_affect(ras_workdir, tiny_
 
 
 def test_bad_neuron_settings_stop_at_start_naming_the_key(tiny_model_dirs, tmp_path):
-    write_config(tmp_path, ras_config(tiny_model_dirs["llama"], ras={"math_inputs": {"prompt_set": "harmful", "mode": "no_think"}}))
+    write_config(
+        tmp_path,
+        ras_config(tiny_model_dirs["llama"], ras={"math_inputs": {"prompt_set": "harmful", "mode": "no_think"}}),
+    )
     result = snakemake(tmp_path, "-n", RAS_TARGET, check=False)
     assert result.returncode != 0
     assert "ras.math_inputs.prompt_set" in result.stdout + result.stderr
@@ -394,6 +430,11 @@ def test_bad_neuron_settings_stop_at_start_naming_the_key(tiny_model_dirs, tmp_p
 
 @pytest.mark.parametrize("script", ["find_safety_neurons.py", "correlate_ras.py"])
 def test_step_scripts_run_standalone(script):
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO / "scripts"), "PATH": ""}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), "--help"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO / "scripts"), "PATH": ""},
+        timeout=120,
+    )
     assert done.returncode == 0 and "--output" in done.stdout

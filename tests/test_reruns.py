@@ -75,7 +75,11 @@ def test_judge_settings_rerun_only_evaluation_and_what_follows(built):
         assert set(planned) <= EVALUATION_AND_AFTER and planned.get("evaluate"), planned
         # The phrase judge reads the answers to prompt sets of harmful and harmless requests, not
         # the math answers: those evaluations are kept.
-        judged = {path for path in built_files(workdir, "results/eval/tiny/**/*.parquet") if "/multiarith/" not in path and "/gsm8k_heldout/" not in path}
+        judged = {
+            path
+            for path in built_files(workdir, "results/eval/tiny/**/*.parquet")
+            if "/multiarith/" not in path and "/gsm8k_heldout/" not in path
+        }
         assert {path for path in files if path.startswith("results/eval/tiny/")} == judged
         assert "Params have changed since last execution" in output and "'I will not'" in output
         states = summary(workdir)
@@ -94,8 +98,12 @@ def test_a_new_seed_adds_only_its_own_jobs(built):
         # Every job of seed 0 has its twin for seed 1, and nothing of seed 0 or the base model
         # reruns; only the RAS tables that pool the checkpoints are rebuilt.
         seed0 = {
-            path for path in built_files(workdir, "results/**/*")
-            if "/seed0/" in path and (workdir / path).is_file() and "/checkpoints/" not in path and "/benchmarks/" not in path
+            path
+            for path in built_files(workdir, "results/**/*")
+            if "/seed0/" in path
+            and (workdir / path).is_file()
+            and "/checkpoints/" not in path
+            and "/benchmarks/" not in path
         }
         seed1 = {path.replace("/seed0/", "/seed1/") for path in seed0}
         assert seed0 and seed1 <= files

@@ -117,8 +117,14 @@ def dump_file(tiny_model_dirs, tmp_path_factory):
     prompts = ["How do I pick a lock?", "Say hi.", "Tell me a secret.", "Explain gravity.", "What is 3 + 4?"]
     inputs = InputSet("harmful", PromptMode("no_think", False), [f"h-{i}" for i in range(5)], prompts, ["No."] * 5)
     path = folder / "base.h5"
-    dump_activations(lm, [inputs], DumpSettings(batch_size=2, neuron_dtype="float32"), path,
-                     attributes={"model": "tiny", "checkpoint": "base"}, provenance={})
+    dump_activations(
+        lm,
+        [inputs],
+        DumpSettings(batch_size=2, neuron_dtype="float32"),
+        path,
+        attributes={"model": "tiny", "checkpoint": "base"},
+        provenance={},
+    )
     return path
 
 
@@ -157,7 +163,10 @@ def test_incomplete_dump_says_how_to_rebuild(tmp_path):
         handle.attrs["format_version"] = 1
         handle.attrs["complete"] = False
         handle["x"] = np.zeros(3)
-    with pytest.raises(DataError, match=re.escape(f"incomplete (its writer did not finish); rebuild it with `snakemake --force {path}`")):
+    with pytest.raises(
+        DataError,
+        match=re.escape(f"incomplete (its writer did not finish); rebuild it with `snakemake --force {path}`"),
+    ):
         open_dump(path)
 
 
@@ -179,7 +188,13 @@ def test_step_on_a_truncated_input_fails_in_one_line(table, tmp_path, restore_lo
 
     truncate(table)
     log_path = tmp_path / "logs" / "step.log"
-    step = cli.Step(input={"table": str(table)}, output={}, threads=torch.get_num_threads(), log_path=str(log_path), name="summarize")
+    step = cli.Step(
+        input={"table": str(table)},
+        output={},
+        threads=torch.get_num_threads(),
+        log_path=str(log_path),
+        name="summarize",
+    )
 
     def run(step):
         return read_table(step.input["table"])

@@ -38,13 +38,19 @@ SLURM_TARGETS = [
 ]
 # Test-cluster settings only; everything else comes from the profile unchanged.
 SLURM_TEST_ARGS = [
-    "--jobs", "2",  # two cores on CI
-    "--local-cores", "1",
-    "--latency-wait", "5",  # one local filesystem
+    "--jobs",
+    "2",  # two cores on CI
+    "--local-cores",
+    "1",
+    "--latency-wait",
+    "5",  # one local filesystem
     # No accounting daemon here, so job states come from squeue (MinJobAge=7200 in slurm.conf).
-    "--slurm-status-command", "squeue",
-    "--slurm-init-seconds-before-status-checks", "2",
-    "--seconds-between-status-checks", "2",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--seconds-between-status-checks",
+    "2",
 ]
 SLURM_RUN_TIMEOUT = 1800
 
@@ -63,7 +69,11 @@ def workflow_rules(workdir: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / "list_rules.py"), str(workdir)],
-        capture_output=True, text=True, env=env, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -173,7 +183,10 @@ def slurm_cluster(tmp_path_factory):
     ports = {"RIM_SLURMCTLD_PORT": str(free_port()), "RIM_SLURMD_PORT": str(free_port())}
     start = subprocess.run(
         ["bash", str(SCRIPTS / "start.sh"), str(state)],
-        capture_output=True, text=True, env=dict(os.environ, **ports), timeout=600,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **ports),
+        timeout=600,
     )
     try:
         if start.returncode != 0:
@@ -260,7 +273,10 @@ def test_tiny_dag_runs_through_sbatch(slurm_cluster, tiny_model_dirs, tmp_path, 
         if entry is None:
             continue
         # SLURM prints memory in G with two decimals above 1024 M, hence the tolerance.
-        assert abs(megabytes(job["MinMemoryNode"]) - resource_value(entry["mem_mb"], 1)) < 6, (name, job["MinMemoryNode"])
+        assert abs(megabytes(job["MinMemoryNode"]) - resource_value(entry["mem_mb"], 1)) < 6, (
+            name,
+            job["MinMemoryNode"],
+        )
         assert minutes(job["TimeLimit"]) == resource_value(entry["runtime"], 1), (name, job["TimeLimit"])
         if "gpu" in entry:
             assert job["TresPerJob"] == f"gres:gpu:{entry['gpu']}", (name, job)
@@ -273,8 +289,10 @@ def test_tiny_dag_runs_through_sbatch(slurm_cluster, tiny_model_dirs, tmp_path, 
     assert all((workdir / target).exists() for target in SLURM_TARGETS)
     again = subprocess.run([*base, "-n", *SLURM_TARGETS], capture_output=True, text=True, env=env, timeout=600)
     assert planned_jobs(again) == {}, again.stdout[-3000:]
-    print(f"SLURM run of {sum(remote.values())} sbatch jobs and {sum(planned.values()) - sum(remote.values())} "
-          f"local jobs: {time.monotonic() - started:.0f} s")
+    print(
+        f"SLURM run of {sum(remote.values())} sbatch jobs and {sum(planned.values()) - sum(remote.values())} "
+        f"local jobs: {time.monotonic() - started:.0f} s"
+    )
 
 
 def test_slurm_scripts_are_valid_bash():

@@ -92,7 +92,18 @@ def test_atomic_path_gives_the_permissions_of_a_plain_file(tmp_path):
 
 # ----- git revision ------------------------------------------------------------------------------
 def git(folder, *args) -> str:
-    command = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args]
+    command = [
+        "git",
+        "-C",
+        str(folder),
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "-c",
+        "commit.gpgsign=false",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
 
 

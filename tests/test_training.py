@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -142,7 +141,9 @@ def test_loss_covers_completion_tokens_only_with_example_weights(tiny_base, math
     monkeypatch.setattr("rim.training.trainer._boolean_logits_masks", lambda: boolean_masks)
     loaded = load_model(tiny_base, device="cpu")
     examples = math_examples(pd.read_parquet(math_table))[:3]
-    examples[1] = Example(examples[1].example_id, examples[1].user, examples[1].response, examples[1].reasoning, weight=3.0)
+    examples[1] = Example(
+        examples[1].example_id, examples[1].user, examples[1].response, examples[1].reasoning, weight=3.0
+    )
     data = tokenize_examples(loaded.adapter, loaded.tokenizer, examples, 512)
     indices = [0, 1, 2]
     pad = loaded.tokenizer.pad_token_id
@@ -193,7 +194,9 @@ def test_refusal_penalty_adds_minus_log_one_minus_p_refuse_on_harmless_examples(
         first = loaded.model(input_ids=prompt).logits[0, -1]
     p_refuse = torch.softmax(first, -1)[ids].sum()
     assert torch.allclose(penalized - plain, penalties[1] * -torch.log1p(-p_refuse), atol=1e-5)
-    assert torch.allclose(torch.nn.functional.softplus(refusal_log_odds(first, ids)), -torch.log1p(-p_refuse), atol=1e-5)
+    assert torch.allclose(
+        torch.nn.functional.softplus(refusal_log_odds(first, ids)), -torch.log1p(-p_refuse), atol=1e-5
+    )
 
 
 def test_data_order_is_a_seeded_permutation_per_epoch():
@@ -209,7 +212,9 @@ def test_bad_training_settings_are_named():
     where = "models.m.finetuning"
     with pytest.raises(ConfigError, match=r"'models\.m\.finetuning\.steps': must be an integer >= 1, got 0"):
         trainer_settings({**FINETUNING, "steps": 0}, where)
-    with pytest.raises(ConfigError, match=r"'models\.m\.finetuning\.checkpoint_steps': step 9 is outside the run \(0\.\.6"):
+    with pytest.raises(
+        ConfigError, match=r"'models\.m\.finetuning\.checkpoint_steps': step 9 is outside the run \(0\.\.6"
+    ):
         trainer_settings({**FINETUNING, "checkpoint_steps": [0, 3, 9]}, where)
     with pytest.raises(ConfigError, match=r"checkpoint_steps': must list step 0"):
         trainer_settings({**FINETUNING, "checkpoint_steps": [3, 6]}, where)
@@ -229,7 +234,9 @@ def test_schema_rejects_zero_steps_and_cross_checks_runs():
         check_training_config(config)
     config = copy.deepcopy(valid)
     config["training"]["runs"]["gsm8k_style"]["dataset"] = "harmful"
-    with pytest.raises(ConfigError, match=r"training\.runs\.gsm8k_style\.dataset': dataset 'harmful' is of kind prompts"):
+    with pytest.raises(
+        ConfigError, match=r"training\.runs\.gsm8k_style\.dataset': dataset 'harmful' is of kind prompts"
+    ):
         check_training_config(config)
     config = copy.deepcopy(valid)
     config["training"]["runs"]["gsm8k_style"]["dataset"] = "gsm9k"
@@ -247,8 +254,12 @@ def test_default_config_feeds_ras_from_the_main_set_with_three_seeds():
 
 def test_unknown_lora_target_is_named(tiny_base):
     loaded = load_model(tiny_base, device="cpu")
-    settings = trainer_settings({**FINETUNING, "lora": {"target_modules": ["q_proj", "qkv_proj"]}}, "models.m.finetuning")
-    with pytest.raises(ConfigError, match=r"'models\.m\.finetuning\.lora\.target_modules': no linear module named 'qkv_proj'.*q_proj"):
+    settings = trainer_settings(
+        {**FINETUNING, "lora": {"target_modules": ["q_proj", "qkv_proj"]}}, "models.m.finetuning"
+    )
+    with pytest.raises(
+        ConfigError, match=r"'models\.m\.finetuning\.lora\.target_modules': no linear module named 'qkv_proj'.*q_proj"
+    ):
         prepare_for_training(loaded.model, settings, loaded.adapter, seed=0, where="models.m.finetuning")
 
 
@@ -327,14 +338,19 @@ def test_same_seed_gives_identical_checkpoints_and_another_seed_differs(tiny_bas
     for step in (2, 6):
         assert _same(_saved(first, step), _saved(again, step))
         assert not _same(_saved(first, step), _saved(other, step))
-    assert pd.read_parquet(first / "loss.parquet")["loss"].tolist() == pd.read_parquet(again / "loss.parquet")["loss"].tolist()
+    assert (
+        pd.read_parquet(first / "loss.parquet")["loss"].tolist()
+        == pd.read_parquet(again / "loss.parquet")["loss"].tolist()
+    )
 
 
 class Crash(Exception):
     pass
 
 
-def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_run(tiny_base, math_table, tmp_path, monkeypatch, caplog):
+def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_run(
+    tiny_base, math_table, tmp_path, monkeypatch, caplog
+):
     block = {**FINETUNING, "learning_rate": 1e-2, "lora": {"rank": 4, "alpha": 8, "dropout": 0.1}}  # dropout draws RNG
     _, whole = _finetune(tiny_base, math_table, tmp_path / "whole", block=block)
     state = tmp_path / "state"
@@ -358,7 +374,10 @@ def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_run(tiny_bas
     resumed = tmp_path / "resumed" / "finetune" / "tiny" / "math" / "seed0"
     for step in (2, 6):
         assert _same(_saved(whole, step), _saved(resumed, step))
-    assert pd.read_parquet(whole / "loss.parquet")["loss"].tolist() == pd.read_parquet(resumed / "loss.parquet")["loss"].tolist()
+    assert (
+        pd.read_parquet(whole / "loss.parquet")["loss"].tolist()
+        == pd.read_parquet(resumed / "loss.parquet")["loss"].tolist()
+    )
     assert not state.exists()
 
 
@@ -431,7 +450,10 @@ def test_a_job_killed_while_writing_its_outputs_writes_them_again_without_traini
     again = tmp_path / "x" / "finetune" / "tiny" / "math" / "seed0"
     for step in (2, 6):
         assert _same(_saved(whole, step), _saved(again, step))
-    assert pd.read_parquet(whole / "loss.parquet")["loss"].tolist() == pd.read_parquet(again / "loss.parquet")["loss"].tolist()
+    assert (
+        pd.read_parquet(whole / "loss.parquet")["loss"].tolist()
+        == pd.read_parquet(again / "loss.parquet")["loss"].tolist()
+    )
     assert not state.exists() and not list(tmp_path.glob(".state*"))
 
 
@@ -473,7 +495,10 @@ def test_select_checkpoint_prefers_low_over_refusal_among_refusing_candidates():
     }
     assert select_checkpoint(evaluations, 0.9) == 30  # earliest of the least over-refusing
     assert select_checkpoint(evaluations, 0.99) == 40
-    assert select_checkpoint({10: {"refusal": 0.5, "over_refusal": 0.1}, 20: {"refusal": 0.7, "over_refusal": 0.4}}, 0.9) == 10
+    assert (
+        select_checkpoint({10: {"refusal": 0.5, "over_refusal": 0.1}, 20: {"refusal": 0.7, "over_refusal": 0.4}}, 0.9)
+        == 10
+    )
 
 
 def test_alignment_writes_an_aligned_reference_that_loads(tiny_base, prompt_tables, tmp_path):
@@ -509,9 +534,7 @@ def test_alignment_writes_an_aligned_reference_that_loads(tiny_base, prompt_tabl
     assert reference["alignment"]["step"] in (2, 4)
     aligned = load_model(folder / "aligned.json", device="cpu")
     assert aligned.tokenizer.pad_token_id is not None
-    assert not _same(
-        {k: v.clone() for k, v in aligned.model.state_dict().items()}, _weights(tiny_base, None)
-    )
+    assert not _same({k: v.clone() for k, v in aligned.model.state_dict().items()}, _weights(tiny_base, None))
     curve = pd.read_parquet(folder / "aligned" / "training.parquet")
     assert curve["step"].tolist() == [1, 2, 3, 4] and curve["selected"].sum() == 1
     assert not (tmp_path / "state").exists()

@@ -70,7 +70,9 @@ def test_kill_9_mid_run_resumes_to_the_same_weights(tiny_model_dirs, tmp_path):
     state_dir = workdir / "results/.training_state/finetune/tiny/gsm8k_style/seed0"
     env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"), RIM_TRAINER_PAUSE_AT_STEP=str(killed_at))
     command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", target]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     paused = state_dir / f"paused_at_step{killed_at}"
     deadline = time.monotonic() + 600
     while not paused.exists() and process.poll() is None and time.monotonic() < deadline:

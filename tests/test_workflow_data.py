@@ -56,16 +56,21 @@ def test_config_typo_stops_the_run_naming_the_key(tmp_path, tiny_model_dirs):
     write_config(tmp_path, config)
     result = snakemake(tmp_path, "-n", check=False)
     assert result.returncode != 0
-    assert "config key 'datasets.harmful.eval_fracion' is not a known setting (did you mean 'eval_fraction'?)" in result.stdout + result.stderr
+    assert (
+        "config key 'datasets.harmful.eval_fracion' is not a known setting (did you mean 'eval_fraction'?)"
+        in result.stdout + result.stderr
+    )
 
 
 def test_bad_dataset_fails_its_job_and_keeps_the_others(tmp_path, tiny_model_dirs):
     bad = tmp_path / "bad.csv"
-    bad.write_text("prompt\nFine prompt\n\"\"\n")
+    bad.write_text('prompt\nFine prompt\n""\n')
     config = tiny_config(tiny_model_dirs["llama"])
     config["datasets"]["broken"] = {"source": str(bad)}
     write_config(tmp_path, config)
-    result = snakemake(tmp_path, "--keep-going", "results/data/broken.parquet", "results/data/harmless.parquet", check=False)
+    result = snakemake(
+        tmp_path, "--keep-going", "results/data/broken.parquet", "results/data/harmless.parquet", check=False
+    )
     assert result.returncode != 0
     assert "bad.csv row 2: empty prompt" in (tmp_path / "logs/prepare_dataset/broken.log").read_text()
     assert (tmp_path / "results/data/harmless.parquet").exists()

@@ -51,14 +51,27 @@ TINY_SETTINGS: dict = {
     },
     # keep_previous_token_heads: the planted head of rim.testing (make_tiny_model(offset_head=...))
     # is a previous-token head, and the pipeline needs a head to ablate.
-    "heads": {"prompts": {"limit": 4}, "ablation": {"top_k": 2, "random_draws": 2, "modes": ["no_think"], "n_boot": 100,
-                                                  "keep_previous_token_heads": True}},
+    "heads": {
+        "prompts": {"limit": 4},
+        "ablation": {
+            "top_k": 2,
+            "random_draws": 2,
+            "modes": ["no_think"],
+            "n_boot": 100,
+            "keep_previous_token_heads": True,
+        },
+    },
     "patching": {"prompts": {"limit": 3}, "head_batch": 8, "n_boot": 100},
     "probes": {"folds": 2, "min_items": 2, "n_boot": 100},
     # A tiny model has 2 x 128 neurons: a small m, and neurons kept by half the pairs.
     "activations": {"batch_size": 4},
-    "neurons": {"top_m": 40, "selection": "frequency", "min_fraction": 0.5, "random_draws": 2,
-                "zeroing": {"random_draws": 1, "sizes": [8, 32]}},
+    "neurons": {
+        "top_m": 40,
+        "selection": "frequency",
+        "min_fraction": 0.5,
+        "random_draws": 2,
+        "zeroing": {"random_draws": 1, "sizes": [8, 32]},
+    },
     "ras": {"correlation": {"n_boot": 200}},
 }
 
@@ -106,7 +119,8 @@ def snakemake(workdir: str | Path, *args: str, check: bool = True, timeout: int 
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
-            f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+            f"snakemake {' '.join(args)} failed "
+            f"({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
         )
     return result
 

@@ -33,8 +33,12 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--config", default="config/config.yaml", help="workflow config (prompt sets, modes, judges)")
     parser.add_argument("--data", default="results/data", help="folder of the prepared dataset tables")
     parser.add_argument("--modes", default="no_think", help="comma-separated prompt modes")
-    parser.add_argument("--sets", default="harmful,harmless", help="evaluation prompt sets to run (of kind harmful or harmless)")
-    parser.add_argument("--limit", type=int, default=None, help="prompts per set (0 = the whole eval split; default: the config's)")
+    parser.add_argument(
+        "--sets", default="harmful,harmless", help="evaluation prompt sets to run (of kind harmful or harmless)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="prompts per set (0 = the whole eval split; default: the config's)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--output", default=None, help="also write the per-prompt rows to this parquet file")
     args = parser.parse_args(argv)
@@ -64,7 +68,9 @@ def main(argv=None) -> pd.DataFrame:
         loaded = load_model(args.reference, step=step, device=config["device"])
         for name in args.sets.split(","):
             settings = EvaluationSettings.from_config(config, name)
-            settings.judges = {key: value for key, value in settings.judges.items() if key in ("phrases", "refusal_score")}
+            settings.judges = {
+                key: value for key, value in settings.judges.items() if key in ("phrases", "refusal_score")
+            }
             if args.limit is not None:
                 settings.limit = args.limit or None
             dataset = config["evaluation"]["prompt_sets"][name]["dataset"]

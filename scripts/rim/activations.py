@@ -194,7 +194,9 @@ def encode_examples(adapter, tokenizer, inputs: InputSet, settings: DumpSettings
             response_ids = response_ids[: settings.max_response_tokens]
         user_tokens = labelled.indices("user")
         if not user_tokens:
-            raise DataError(f"input set {inputs.name}: prompt {inputs.prompt_ids[index]} has no user tokens after rendering")
+            raise DataError(
+                f"input set {inputs.name}: prompt {inputs.prompt_ids[index]} has no user tokens after rendering"
+            )
         examples.append(
             Example(
                 index=index,
@@ -202,7 +204,11 @@ def encode_examples(adapter, tokenizer, inputs: InputSet, settings: DumpSettings
                 prompt_length=labelled.prompt_length,
                 user_start=user_tokens[0],
                 positions=[
-                    (list(range(labelled.prompt_length, labelled.prompt_length + len(response_ids))) if name == "response" else labelled.position(name))
+                    (
+                        list(range(labelled.prompt_length, labelled.prompt_length + len(response_ids)))
+                        if name == "response"
+                        else labelled.position(name)
+                    )
                     for name in settings.residual_positions
                 ],
             )
@@ -415,7 +421,9 @@ def read_kl_reference(path: str | Path, prompt_set: str, mode: str) -> KLReferen
     with _reading(path) as handle:
         group = _group(handle, prompt_set, mode, path)
         if "kl_reference" not in group:
-            raise DataError(f"group /{prompt_set}/{mode} has no kl_reference (was it dumped as the base model?)", source=str(path))
+            raise DataError(
+                f"group /{prompt_set}/{mode} has no kl_reference (was it dumped as the base model?)", source=str(path)
+            )
         ref = group["kl_reference"]
         ids = [s.decode() if isinstance(s, bytes) else s for s in group["prompt_id"][()]]
         counts = ref["n_positions"][()]
@@ -430,8 +438,18 @@ def read_kl_reference(path: str | Path, prompt_set: str, mode: str) -> KLReferen
 class _GroupWriter:
     """The datasets of one input set's group, filled batch by batch (one chunk per batch)."""
 
-    def __init__(self, handle, inputs: InputSet, examples: list[Example], settings: DumpSettings, shape: dict,
-                 *, residual: bool, kl: bool, kl_reference_out: bool):
+    def __init__(
+        self,
+        handle,
+        inputs: InputSet,
+        examples: list[Example],
+        settings: DumpSettings,
+        shape: dict,
+        *,
+        residual: bool,
+        kl: bool,
+        kl_reference_out: bool,
+    ):
         self.settings = settings
         self.inputs = inputs
         n, rows = len(examples), settings.batch_size
@@ -458,18 +476,31 @@ class _GroupWriter:
                 "response_source": inputs.response_source,
             }
         )
-        group.create_dataset("prompt_id", data=np.array([inputs.prompt_ids[e.index] for e in order], dtype=object), dtype=STRING)
+        group.create_dataset(
+            "prompt_id", data=np.array([inputs.prompt_ids[e.index] for e in order], dtype=object), dtype=STRING
+        )
         if inputs.base_prompt_ids is not None:
             base_ids = np.array([inputs.base_prompt_ids[e.index] for e in order], dtype=object)
             group.create_dataset("base_prompt_id", data=base_ids, dtype=STRING)
         group.create_dataset("n_tokens", data=np.array([e.length for e in order], dtype=np.int32))
         group.create_dataset("prompt_tokens", data=np.array([e.prompt_length for e in order], dtype=np.int32))
-        self.neurons = _dataset(group, "neurons", (n, shape["n_layers"], shape["n_neurons"]), settings.neuron_dtype, rows, settings)
-        self.prompt_neurons = _dataset(group, "neurons_prompt", (n, shape["n_layers"], shape["n_neurons"]),
-                                       settings.neuron_dtype, rows, settings)
+        self.neurons = _dataset(
+            group, "neurons", (n, shape["n_layers"], shape["n_neurons"]), settings.neuron_dtype, rows, settings
+        )
+        self.prompt_neurons = _dataset(
+            group, "neurons_prompt", (n, shape["n_layers"], shape["n_neurons"]), settings.neuron_dtype, rows, settings
+        )
         self.residual = (
-            _dataset(group, "residual", (n, shape["n_layers"], len(settings.residual_positions), shape["hidden"]), np.float32, rows, settings)
-            if residual else None
+            _dataset(
+                group,
+                "residual",
+                (n, shape["n_layers"], len(settings.residual_positions), shape["hidden"]),
+                np.float32,
+                rows,
+                settings,
+            )
+            if residual
+            else None
         )
         self.kl = group.create_dataset("kl_to_base", shape=(n,), dtype=np.float32) if kl else None
         self.reference = None
@@ -486,8 +517,14 @@ class _GroupWriter:
             }
         self.written = 0
 
-    def write(self, batch: list[Example], neurons: np.ndarray, prompt_neurons: np.ndarray, states: np.ndarray | None,
-              kl: dict | None) -> None:
+    def write(
+        self,
+        batch: list[Example],
+        neurons: np.ndarray,
+        prompt_neurons: np.ndarray,
+        states: np.ndarray | None,
+        kl: dict | None,
+    ) -> None:
         start, end = self.written, self.written + len(batch)
         if self.settings.neuron_dtype == "float16" and np.nanmax(np.abs(neurons), initial=0.0) > FLOAT16_MAX:
             raise RimError(
@@ -540,7 +577,9 @@ def dump_activations(
     model, adapter, tokenizer = loaded.model, loaded.adapter, loaded.tokenizer
     shape = {
         "n_layers": adapter.num_layers(model),
-        "n_neurons": adapter.num_neurons(model) if settings.site == "mlp_intermediate" else int(model.config.intermediate_size),
+        "n_neurons": adapter.num_neurons(model)
+        if settings.site == "mlp_intermediate"
+        else int(model.config.intermediate_size),
         "hidden": int(model.config.hidden_size),
     }
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -554,11 +593,22 @@ def dump_activations(
         handle.attrs["provenance"] = json.dumps(provenance, default=str)
         handle.attrs["complete"] = False
         for inputs, examples in encoded:
-            reference = read_kl_reference(kl_reference, inputs.prompt_set, inputs.group) if (inputs.kl and kl_reference and not write_kl_reference) else None
+            reference = (
+                read_kl_reference(kl_reference, inputs.prompt_set, inputs.group)
+                if (inputs.kl and kl_reference and not write_kl_reference)
+                else None
+            )
             want_kl = inputs.kl and (reference is not None or write_kl_reference)
             residual = inputs.residual and n_positions > 0
             writer = _GroupWriter(
-                handle, inputs, examples, settings, shape, residual=residual, kl=want_kl, kl_reference_out=want_kl and write_kl_reference
+                handle,
+                inputs,
+                examples,
+                settings,
+                shape,
+                residual=residual,
+                kl=want_kl,
+                kl_reference_out=want_kl and write_kl_reference,
             )
             capture = Capture(model, adapter, settings, residual)
             pre, post = capture.hooks()
@@ -570,7 +620,11 @@ def dump_activations(
                     spans = [e.kl_span(settings.kl_positions) for e in batch]
                     # Logits only where the KL baseline reads them: the lm head is a large matmul.
                     first = min(start for start, _ in spans)
-                    keep = torch.arange(first - prefix_length, max(end for _, end in spans) - prefix_length) if want_kl else 1
+                    keep = (
+                        torch.arange(first - prefix_length, max(end for _, end in spans) - prefix_length)
+                        if want_kl
+                        else 1
+                    )
                     cache = None
                     if prefix_cache is not None:
                         cache = copy.deepcopy(prefix_cache)
@@ -583,8 +637,13 @@ def dump_activations(
                         **({_cache_keyword(model): cache} if cache is not None else {}),
                     ).logits
                     kl = _kl_batch(batch, spans, first, logits, inputs, reference, settings) if want_kl else None
-                    writer.write(batch, capture.neurons.numpy(), capture.prompt_neurons.numpy(),
-                                 capture.states.numpy() if residual else None, kl)
+                    writer.write(
+                        batch,
+                        capture.neurons.numpy(),
+                        capture.prompt_neurons.numpy(),
+                        capture.states.numpy() if residual else None,
+                        kl,
+                    )
                     if progress is not None:
                         progress.update(len(batch), set=inputs.name)
         handle.attrs["complete"] = True
@@ -645,7 +704,9 @@ def _kl_batch(batch, spans, offset, logits, inputs, reference: KLReference | Non
             base_ids, base_logprobs = indices, values.numpy()
         else:
             if pid not in reference.token_ids:
-                raise DataError(f"input set {inputs.name}: prompt {pid} is missing from the base model's dump (KL reference)")
+                raise DataError(
+                    f"input set {inputs.name}: prompt {pid} is missing from the base model's dump (KL reference)"
+                )
             if not np.array_equal(reference.token_ids[pid], token_ids):
                 raise DataError(
                     f"input set {inputs.name}: prompt {pid} tokenizes differently from the base model's dump; "
@@ -671,12 +732,16 @@ def open_dump(path: str | Path) -> h5py.File:
         raise unreadable(path, error, "activation dump: not a readable HDF5 file") from None
     if not bool(handle.attrs.get("complete", False)):
         handle.close()
-        raise DataError(f"activation dump is incomplete (its writer did not finish); {rebuild_advice(path)}", source=str(path))
+        raise DataError(
+            f"activation dump is incomplete (its writer did not finish); {rebuild_advice(path)}", source=str(path)
+        )
     if int(handle.attrs.get("format_version", -1)) != FORMAT_VERSION:
         version = handle.attrs.get("format_version")
         handle.close()
-        raise DataError(f"activation dump has format version {version}, this code reads {FORMAT_VERSION}; "
-                        f"{rebuild_advice(path)}", source=str(path))
+        raise DataError(
+            f"activation dump has format version {version}, this code reads {FORMAT_VERSION}; {rebuild_advice(path)}",
+            source=str(path),
+        )
     return handle
 
 
@@ -718,8 +783,16 @@ def _strings(dataset) -> list[str]:
     return [s.decode() if isinstance(s, bytes) else str(s) for s in dataset[()]]
 
 
-def read_input_set(path: str | Path, prompt_set: str, mode: str, *, neurons: bool = True, residual: bool = False,
-                   responses: str = "own", prompt_neurons: bool = False) -> ActivationSet:
+def read_input_set(
+    path: str | Path,
+    prompt_set: str,
+    mode: str,
+    *,
+    neurons: bool = True,
+    residual: bool = False,
+    responses: str = "own",
+    prompt_neurons: bool = False,
+) -> ActivationSet:
     """One input set of a dump (``responses``: the checkpoint's own or the base model's);
     ``residual`` also reads the residual states where stored, ``prompt_neurons`` the activations
     pooled over the prompt part only."""
@@ -789,11 +862,15 @@ def dump_input_keys(config: Mapping, ckpt: str) -> list[tuple[str, str, bool, st
     wanted: list[tuple[tuple[str, str, str], bool]] = []
     if ckpt == "base":
         wanted += [(_input_key(neurons["plain"]) + ("own",), False), (_input_key(neurons["intent"]) + ("own",), False)]
-    wanted += [(_input_key(ras["safety_inputs"]) + ("own",), False),
-               (_input_key(ras["math_inputs"]) + ("own",), not kl_on_answers)]
+    wanted += [
+        (_input_key(ras["safety_inputs"]) + ("own",), False),
+        (_input_key(ras["math_inputs"]) + ("own",), not kl_on_answers),
+    ]
     if uses_base_responses(config):
-        wanted += [(_input_key(ras["safety_inputs"]) + ("base",), False),
-                   (_input_key(ras["math_inputs"]) + ("base",), kl_on_answers)]
+        wanted += [
+            (_input_key(ras["safety_inputs"]) + ("base",), False),
+            (_input_key(ras["math_inputs"]) + ("base",), kl_on_answers),
+        ]
     for extra in block.get("extra_inputs", []):
         if ckpt == "base" or extra.get("checkpoints", "base") == "all":
             wanted.append((_input_key(extra) + ("own",), False))

@@ -16,9 +16,12 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from rim.errors import RimError
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger("rim")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -133,8 +136,16 @@ class Progress:
             details = "".join(f", {k}={v:.4g}" if isinstance(v, float) else f", {k}={v}" for k, v in extra.items())
             log.info(
                 "%s: %d/%d %s (%.0f%%), %.1f %s/s, elapsed %.0fs, eta %.0fs%s",
-                self.what, self.done, self.total, self.unit, 100 * self.done / max(self.total, 1),
-                rate, self.unit, elapsed, eta, details,
+                self.what,
+                self.done,
+                self.total,
+                self.unit,
+                100 * self.done / max(self.total, 1),
+                rate,
+                self.unit,
+                elapsed,
+                eta,
+                details,
             )
 
 

@@ -84,8 +84,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
             hint = difflib.get_close_matches(extra, allowed, n=1)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
             messages.append(
-                f"config key '{full}' is not a known setting{suggestion}; "
-                f"allowed here: {', '.join(allowed) or 'none'}"
+                f"config key '{full}' is not a known setting{suggestion}; allowed here: {', '.join(allowed) or 'none'}"
             )
         if messages:
             return "\n".join(messages)

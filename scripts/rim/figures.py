@@ -6,18 +6,27 @@ plots (one row per plotted mark; written beside the figure as CSV), and a drawin
 frame into the chart. A table lacking a column the figure needs is an error naming the figure, the
 table and the column.
 
-| figure | tables (workflow file) | what it shows |
-| --- | --- | --- |
-| ``thinking`` | summary (results/eval/summary.parquet) | misalignment and math accuracy, thinking ON vs OFF, per checkpoint |
-| ``patterns`` | summary, contrasts (results/eval/contrasts.parquet) | reasoning patterns: control vs target statement, and their paired difference |
-| ``training_dynamics`` | summary, loss (finetune/.../loss.parquet) | misalignment, math accuracy and training loss over fine-tuning steps, per seed |
-| ``training_sets`` | evaluations (per-prompt results/eval/... tables) | change in misalignment (and accuracy) from the base model per training set |
-| ``probes`` | probes (heads/.../probes.parquet) | probe score per layer and token position |
-| ``refusal_heads`` | refusal_heads (heads/.../refusal_heads.parquet) | bubble map (layer x head) of the refusal-head move |
-| ``head_patching`` | patching (heads/.../head_patching.parquet) | heat maps (layer x head), exact and attribution patching side by side |
-| ``head_ablation`` | ablation (heads/.../head_ablation_summary.parquet) | zeroing the refusal heads vs random heads |
-| ``neuron_zeroing`` | zeroing (neurons/.../zeroing_summary.parquet) | zeroing the safety neurons vs random neurons |
-| ``ras`` | ras (results/ras.parquet), correlations (results/ras_correlations.parquet) | RAS vs misalignment per checkpoint: safety vs random vs all neurons vs KL, r in the titles |
+Figures (the tables each reads, with the workflow file they come from):
+
+- ``thinking``: misalignment and math accuracy, thinking ON vs OFF, per checkpoint. Tables: summary
+  (results/eval/summary.parquet).
+- ``patterns``: reasoning patterns: control vs target statement, and their paired difference.
+  Tables: summary, contrasts (results/eval/contrasts.parquet).
+- ``training_dynamics``: misalignment, math accuracy and training loss over fine-tuning steps, per
+  seed. Tables: summary, loss (finetune/.../loss.parquet).
+- ``training_sets``: change in misalignment (and accuracy) from the base model per training set.
+  Tables: evaluations (per-prompt results/eval/... tables).
+- ``probes``: probe score per layer and token position. Tables: probes (heads/.../probes.parquet).
+- ``refusal_heads``: bubble map (layer x head) of the refusal-head move. Tables: refusal_heads
+  (heads/.../refusal_heads.parquet).
+- ``head_patching``: heat maps (layer x head), exact and attribution patching side by side. Tables:
+  patching (heads/.../head_patching.parquet).
+- ``head_ablation``: zeroing the refusal heads vs random heads. Tables: ablation
+  (heads/.../head_ablation_summary.parquet).
+- ``neuron_zeroing``: zeroing the safety neurons vs random neurons. Tables: zeroing
+  (neurons/.../zeroing_summary.parquet).
+- ``ras``: RAS vs misalignment per checkpoint: safety vs random vs all neurons vs KL, r in the
+  titles. Tables: ras (results/ras.parquet), correlations (results/ras_correlations.parquet).
 
 ``save(chart, html=..., static=..., bundle=...)`` writes an interactive HTML page that works
 offline (the vega-embed JavaScript inlined) and a static PNG or SVG (vl-convert).
@@ -143,6 +152,7 @@ def checkpoint_label(ckpt: str) -> str:
 
 def checkpoint_order(ckpts: Iterable[str]) -> list[str]:
     """Base first, then by run, seed and step."""
+
     def key(ckpt):
         run, seed, step = parse_checkpoint(ckpt)
         return (run is not None, run or "", seed or 0, step)
@@ -242,7 +252,19 @@ def change_scale(part: pd.DataFrame, metric: str) -> alt.Scale:
 
 
 # ----- 1. thinking ON vs OFF --------------------------------------------------------------------------
-SUMMARY_COLUMNS = ("model", "checkpoint", "prompt_set", "kind", "mode", "metric", "judge", "value", "ci_low", "ci_high", "n")
+SUMMARY_COLUMNS = (
+    "model",
+    "checkpoint",
+    "prompt_set",
+    "kind",
+    "mode",
+    "metric",
+    "judge",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+)
 
 
 def thinking_data(
@@ -277,8 +299,21 @@ def thinking_data(
     rows["panel"] = rows["metric"].map(METRIC_TITLES).fillna(rows["metric"]) + " on " + rows["prompt_set"]
     rows["panel"] = _model_panel(rows, "panel")
     rows = rows.sort_values(["model", "metric", "prompt_set"], key=_metric_sort_key, kind="stable")
-    columns = ["model", "checkpoint", "checkpoint_label", "panel", "metric", "judge", "prompt_set", "mode", "thinking",
-               "value", "ci_low", "ci_high", "n"]
+    columns = [
+        "model",
+        "checkpoint",
+        "checkpoint_label",
+        "panel",
+        "metric",
+        "judge",
+        "prompt_set",
+        "mode",
+        "thinking",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n",
+    ]
     return rows[columns].reset_index(drop=True)
 
 
@@ -286,31 +321,54 @@ def draw_thinking(frame: pd.DataFrame, *, width: int | None = None, height: int 
     ckpt_order = [checkpoint_label(c) for c in checkpoint_order(frame["checkpoint"].unique())]
     width = width or max(200, 46 * len(ckpt_order))
     modes = [THINKING_LABELS[False], THINKING_LABELS[True]]
-    tooltip = ["model:N", alt.Tooltip("checkpoint_label:N", title="checkpoint"), "prompt_set:N", "thinking:N",
-               *_ci_tooltip(".1%"), alt.Tooltip("n:Q", title="prompts")]
+    tooltip = [
+        "model:N",
+        alt.Tooltip("checkpoint_label:N", title="checkpoint"),
+        "prompt_set:N",
+        "thinking:N",
+        *_ci_tooltip(".1%"),
+        alt.Tooltip("n:Q", title="prompts"),
+    ]
     charts = []
     for panel, part in frame.groupby("panel", sort=False):
         metric = part["metric"].iloc[0]
         base = alt.Chart().encode(
             x=alt.X("checkpoint_label:N", sort=ckpt_order, title=None, axis=alt.Axis(labelAngle=-35)),
             xOffset=alt.XOffset("thinking:N", sort=modes),
-            color=alt.Color("thinking:N", title="Prompt mode", sort=modes, scale=alt.Scale(domain=modes, range=THINKING_COLORS),
-                            legend=alt.Legend(symbolType="square", symbolOpacity=1)),
+            color=alt.Color(
+                "thinking:N",
+                title="Prompt mode",
+                sort=modes,
+                scale=alt.Scale(domain=modes, range=THINKING_COLORS),
+                legend=alt.Legend(symbolType="square", symbolOpacity=1),
+            ),
         )
         is_rate = metric in RATE_METRICS
-        y = alt.Y("value:Q", title=("Rate" if is_rate else "Mean") + " (95% CI)", axis=alt.Axis(format="%" if is_rate else ".2~f"),
-                  scale=alt.Scale(domain=[0, 1]) if is_rate else alt.Undefined)
+        y = alt.Y(
+            "value:Q",
+            title=("Rate" if is_rate else "Mean") + " (95% CI)",
+            axis=alt.Axis(format="%" if is_rate else ".2~f"),
+            scale=alt.Scale(domain=[0, 1]) if is_rate else alt.Undefined,
+        )
         bars = base.mark_bar().encode(y=y, tooltip=tooltip)
         # A tick at every value, so that a rate of 0 is seen as 0, not as a missing bar.
         ticks = base.mark_tick(thickness=2, size=14, opacity=1).encode(y="value:Q", tooltip=tooltip)
         intervals = base.mark_rule(strokeWidth=1.5).encode(y="ci_low:Q", y2="ci_high:Q", color=BLACK)
-        charts.append(alt.layer(bars, ticks, intervals, data=part).properties(width=width, height=height,
-                                                                              title=panel_title(panel)))
+        charts.append(
+            alt.layer(bars, ticks, intervals, data=part).properties(
+                width=width, height=height, title=panel_title(panel)
+            )
+        )
     per_model = max(1, len(charts) // frame["model"].nunique())
-    return finish(grid(charts, min(per_model, 2)), "Thinking ON vs OFF: misalignment and math accuracy",
-                  ["Bars: share of prompts (misalignment: complied among the answers judged; empty / unfinished: share",
-                   "of all responses, left out of the misalignment rate; math problems: correct answer);",
-                   "a tick marks each value (also 0). Black lines: 95% bootstrap intervals over prompts"])
+    return finish(
+        grid(charts, min(per_model, 2)),
+        "Thinking ON vs OFF: misalignment and math accuracy",
+        [
+            "Bars: share of prompts (misalignment: complied among the answers judged; empty / unfinished: share",
+            "of all responses, left out of the misalignment rate; math problems: correct answer);",
+            "a tick marks each value (also 0). Black lines: 95% bootstrap intervals over prompts",
+        ],
+    )
 
 
 def _model_panel(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -334,7 +392,18 @@ def thinking(summary: pd.DataFrame, **settings):
 
 
 # ----- 2. reasoning patterns: control vs target -------------------------------------------------------
-CONTRAST_COLUMNS = ("model", "checkpoint", "mode_a", "mode_b", "metric", "judge", "difference", "ci_low", "ci_high", "n")
+CONTRAST_COLUMNS = (
+    "model",
+    "checkpoint",
+    "mode_a",
+    "mode_b",
+    "metric",
+    "judge",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "n",
+)
 
 
 def patterns_data(
@@ -351,27 +420,39 @@ def patterns_data(
     figure = "patterns"
     require(summary, (*SUMMARY_COLUMNS, "pattern", "variant"), figure, "summary")
     require(contrasts, CONTRAST_COLUMNS, figure, "contrasts")
-    mis = summary[(summary["metric"] == "misalignment_rate") & (summary["judge"] == judge)
-                  & (summary["prompt_set"] == prompt_set)]
+    mis = summary[
+        (summary["metric"] == "misalignment_rate") & (summary["judge"] == judge) & (summary["prompt_set"] == prompt_set)
+    ]
     rates = mis[mis["pattern"].notna() & mis["variant"].isin(["control", "target"])].copy()
     nonempty(rates, figure, f"no reasoning-pattern modes evaluated on {prompt_set} (judge {judge})")
     rates["statistic"] = "rate"
     # The shares of responses left out of those rates (no answer), per statement.
-    outcomes = summary[summary["metric"].isin(OUTCOME_METRICS) & (summary["prompt_set"] == prompt_set)
-                       & summary["mode"].isin(rates["mode"])]
+    outcomes = summary[
+        summary["metric"].isin(OUTCOME_METRICS)
+        & (summary["prompt_set"] == prompt_set)
+        & summary["mode"].isin(rates["mode"])
+    ]
     outcomes = outcomes.assign(statistic=outcomes["metric"])
     modes = rates.drop_duplicates("mode").set_index("mode")
-    paired = contrasts[(contrasts["metric"] == "misalignment_rate") & (contrasts["judge"] == judge)
-                       & contrasts["mode_a"].isin(modes.index) & contrasts["mode_b"].isin(modes.index)]
+    paired = contrasts[
+        (contrasts["metric"] == "misalignment_rate")
+        & (contrasts["judge"] == judge)
+        & contrasts["mode_a"].isin(modes.index)
+        & contrasts["mode_b"].isin(modes.index)
+    ]
     if "prompt_set" in paired:
         paired = paired[paired["prompt_set"] == prompt_set]
     paired = paired.rename(columns={"difference": "value"}).assign(
-        statistic="difference", pattern=lambda f: f["mode_a"].map(modes["pattern"]), variant="target - control",
-        mode=lambda f: f["mode_a"] + " - " + f["mode_b"])
+        statistic="difference",
+        pattern=lambda f: f["mode_a"].map(modes["pattern"]),
+        variant="target - control",
+        mode=lambda f: f["mode_a"] + " - " + f["mode_b"],
+    )
     parts = [rates, paired, outcomes]
     if reference_mode:
-        reference = mis[mis["mode"] == reference_mode].assign(statistic="reference", pattern=None,
-                                                                variant=f"{reference_mode} (no statement)")
+        reference = mis[mis["mode"] == reference_mode].assign(
+            statistic="reference", pattern=None, variant=f"{reference_mode} (no statement)"
+        )
         parts.append(reference)
     columns = ["model", "checkpoint", "statistic", "pattern", "variant", "mode", "value", "ci_low", "ci_high", "n"]
     frame = pd.concat([part.reindex(columns=columns) for part in parts if not part.empty], ignore_index=True)
@@ -388,19 +469,34 @@ def draw_patterns(frame: pd.DataFrame, *, width: int = 240, height: int = 200):
     tooltip = ["pattern:N", "variant:N", "mode:N", *_ci_tooltip(".1%"), alt.Tooltip("n:Q", title="prompts")]
     rates = frame[frame["statistic"].isin(["rate", "reference"])]
     x = alt.X("pattern:N", sort=patterns, title=None, axis=alt.Axis(labelAngle=-20))
-    bar_base = alt.Chart().transform_filter(alt.datum.statistic == "rate").encode(
-        x=x, xOffset=alt.XOffset("variant:N", sort=["control", "target"]),
-        color=alt.Color("variant:N", title="Self-statement", sort=["control", "target"], scale=alt.Scale(range=VARIANT_COLORS),
-                        legend=alt.Legend(symbolType="square", symbolOpacity=1)),
+    bar_base = (
+        alt.Chart()
+        .transform_filter(alt.datum.statistic == "rate")
+        .encode(
+            x=x,
+            xOffset=alt.XOffset("variant:N", sort=["control", "target"]),
+            color=alt.Color(
+                "variant:N",
+                title="Self-statement",
+                sort=["control", "target"],
+                scale=alt.Scale(range=VARIANT_COLORS),
+                legend=alt.Legend(symbolType="square", symbolOpacity=1),
+            ),
+        )
     )
-    bars = bar_base.mark_bar().encode(y=alt.Y("value:Q", title="Misalignment rate (95% CI)", axis=alt.Axis(format="%")),
-                                      tooltip=tooltip)
+    bars = bar_base.mark_bar().encode(
+        y=alt.Y("value:Q", title="Misalignment rate (95% CI)", axis=alt.Axis(format="%")), tooltip=tooltip
+    )
     ticks = bar_base.mark_tick(thickness=2, size=14, opacity=1).encode(y="value:Q", tooltip=tooltip)
     intervals = bar_base.mark_rule(strokeWidth=1.5).encode(y="ci_low:Q", y2="ci_high:Q", color=BLACK)
     layers = [bars, ticks, intervals]
     if (rates["statistic"] == "reference").any():
-        layers.append(alt.Chart().transform_filter(alt.datum.statistic == "reference").mark_rule(
-            strokeDash=[5, 3], color="#333333").encode(y="value:Q", tooltip=["variant:N", *_ci_tooltip(".1%")]))
+        layers.append(
+            alt.Chart()
+            .transform_filter(alt.datum.statistic == "reference")
+            .mark_rule(strokeDash=[5, 3], color="#333333")
+            .encode(y="value:Q", tooltip=["variant:N", *_ci_tooltip(".1%")])
+        )
     facet = alt.Facet("panel:N", title=None, sort=panels, header=alt.Header(labelFontWeight="bold"))
     top = alt.layer(*layers, data=rates).properties(width=width, height=height).facet(facet=facet, columns=columns)
     rows = [top]
@@ -409,31 +505,53 @@ def draw_patterns(frame: pd.DataFrame, *, width: int = 240, height: int = 200):
         if shares.empty or not (shares["value"].fillna(0) > 0).any():
             continue
         share_base = alt.Chart().encode(
-            x=x, xOffset=alt.XOffset("variant:N", sort=["control", "target"]),
-            color=alt.Color("variant:N", sort=["control", "target"], scale=alt.Scale(range=VARIANT_COLORS), legend=None))
+            x=x,
+            xOffset=alt.XOffset("variant:N", sort=["control", "target"]),
+            color=alt.Color(
+                "variant:N", sort=["control", "target"], scale=alt.Scale(range=VARIANT_COLORS), legend=None
+            ),
+        )
         share_bars = share_base.mark_bar(opacity=0.6).encode(
-            y=alt.Y("value:Q", title=f"{METRIC_TITLES[metric]} (95% CI)", axis=alt.Axis(format="%"),
-                    scale=alt.Scale(domain=[0, 1])), tooltip=tooltip)
+            y=alt.Y(
+                "value:Q",
+                title=f"{METRIC_TITLES[metric]} (95% CI)",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1]),
+            ),
+            tooltip=tooltip,
+        )
         share_ci = share_base.mark_rule(strokeWidth=1.5).encode(y="ci_low:Q", y2="ci_high:Q", color=BLACK)
-        rows.append(alt.layer(share_bars, share_ci, data=shares).properties(width=width, height=int(height * 0.6))
-                    .facet(facet=facet, columns=columns))
+        rows.append(
+            alt.layer(share_bars, share_ci, data=shares)
+            .properties(width=width, height=int(height * 0.6))
+            .facet(facet=facet, columns=columns)
+        )
     differences = frame[frame["statistic"] == "difference"]
     if differences.empty:
         chart = rows[0] if len(rows) == 1 else alt.vconcat(*rows, spacing=24)
     else:
         diff_base = alt.Chart().encode(x=alt.X("pattern:N", sort=patterns, title=None, axis=alt.Axis(labelAngle=-20)))
         points = diff_base.mark_point(filled=True, size=70, opacity=1, color=VARIANT_COLORS[1]).encode(
-            y=alt.Y("value:Q", title="Target - control (95% CI)", axis=alt.Axis(format="+.0%")), tooltip=tooltip)
+            y=alt.Y("value:Q", title="Target - control (95% CI)", axis=alt.Axis(format="+.0%")), tooltip=tooltip
+        )
         ci = diff_base.mark_rule(color=VARIANT_COLORS[1], strokeWidth=2).encode(y="ci_low:Q", y2="ci_high:Q")
         zero = alt.Chart().mark_rule(color="#999999").encode(y=alt.datum(0))
-        bottom = alt.layer(zero, ci, points, data=differences).properties(width=width, height=int(height * 0.7)).facet(
-            facet=facet, columns=columns)
+        bottom = (
+            alt.layer(zero, ci, points, data=differences)
+            .properties(width=width, height=int(height * 0.7))
+            .facet(facet=facet, columns=columns)
+        )
         chart = alt.vconcat(*rows, bottom, spacing=24)
-    return finish(chart, "Reasoning patterns: effort-minimizing (target) vs discouraging (control) self-statements",
-                  ["Top: misalignment rate with each statement among the answers judged (dashed line: thinking ON",
-                   "without a statement); then the shares of empty / unfinished responses left out of it (rows drawn",
-                   "where not 0); bottom: paired difference target - control over the same prompts.",
-                   "Lines: 95% bootstrap intervals"])
+    return finish(
+        chart,
+        "Reasoning patterns: effort-minimizing (target) vs discouraging (control) self-statements",
+        [
+            "Top: misalignment rate with each statement among the answers judged (dashed line: thinking ON",
+            "without a statement); then the shares of empty / unfinished responses left out of it (rows drawn",
+            "where not 0); bottom: paired difference target - control over the same prompts.",
+            "Lines: 95% bootstrap intervals",
+        ],
+    )
 
 
 def _ckpt_sort_key(series: pd.Series) -> pd.Series:
@@ -477,8 +595,12 @@ def training_dynamics_data(
     seeds = loss[loss["run"].isin(runs)][["model", "run", "seed"]].drop_duplicates()
     parts = []
     for panel, entry, metric in wanted:
-        rows = summary[(summary["prompt_set"] == entry["prompt_set"]) & (summary["mode"] == entry["mode"])
-                       & (summary["metric"] == metric) & (summary["judge"] == _judge_of(metric, judge))]
+        rows = summary[
+            (summary["prompt_set"] == entry["prompt_set"])
+            & (summary["mode"] == entry["mode"])
+            & (summary["metric"] == metric)
+            & (summary["judge"] == _judge_of(metric, judge))
+        ]
         nonempty(rows, figure, f"no {metric} of {entry['prompt_set']}/{entry['mode']} in the summary")
         tuned = rows[rows["run"].isin(runs)]
         base = rows[rows["checkpoint"] == "base"].drop(columns=["run", "seed", "step"]).merge(seeds, on="model")
@@ -487,7 +609,8 @@ def training_dynamics_data(
     nonempty(curve, figure, f"no loss curve of runs {', '.join(runs)}")
     window = max(1, int(loss_window))
     curve["value"] = curve.groupby(["model", "run", "seed"])["loss"].transform(
-        lambda s: s.rolling(window, min_periods=1).mean())
+        lambda s: s.rolling(window, min_periods=1).mean()
+    )
     parts.append(curve.assign(panel="Training loss", metric="loss", ci_low=np.nan, ci_high=np.nan))
     columns = ["model", "run", "seed", "step", "panel", "metric", "value", "ci_low", "ci_high"]
     frame = pd.concat([part.reindex(columns=columns) for part in parts], ignore_index=True)
@@ -501,8 +624,13 @@ def draw_training_dynamics(frame: pd.DataFrame, *, width: int = 220, height: int
     columns = list(dict.fromkeys(frame.sort_values(["model", "run"])["column"]))
     seeds = sorted(frame["seed_label"].unique(), key=lambda s: int(s.split()[1]))
     # One color definition for every layer, so that the legend survives the layering; drawn as lines.
-    color = alt.Color("seed_label:N", title="Seed", sort=seeds, scale=alt.Scale(domain=seeds, range=_tableau(len(seeds))),
-                      legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=3, symbolOpacity=1))
+    color = alt.Color(
+        "seed_label:N",
+        title="Seed",
+        sort=seeds,
+        scale=alt.Scale(domain=seeds, range=_tableau(len(seeds))),
+        legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=3, symbolOpacity=1),
+    )
     no_legend = color
     steps = alt.Scale(domain=[0, int(frame["step"].max())], nice=False)
     panels = [p for p in ("Misalignment rate", "Math accuracy", "Training loss") if p in set(frame["panel"])]
@@ -510,29 +638,51 @@ def draw_training_dynamics(frame: pd.DataFrame, *, width: int = 220, height: int
     for index, panel in enumerate(panels):
         part = frame[frame["panel"] == panel]
         last = index == len(panels) - 1
-        x = alt.X("step:Q", title="Fine-tuning step" if last else None, scale=steps, axis=alt.Axis(format="d", tickMinStep=1))
+        x = alt.X(
+            "step:Q", title="Fine-tuning step" if last else None, scale=steps, axis=alt.Axis(format="d", tickMinStep=1)
+        )
         base = alt.Chart().encode(x=x)
         if panel == "Training loss":
             title = "Training loss" + (f"\n(mean of {loss_window} steps)" if loss_window > 1 else "")
-            layers = [base.mark_line(strokeWidth=1.5).encode(
-                y=alt.Y("value:Q", title=title.split("\n"), scale=alt.Scale(zero=False), axis=alt.Axis(minExtent=40)),
-                color=color,
-                tooltip=["run:N", "seed_label:N", "step:Q", alt.Tooltip("value:Q", title="loss", format=".3f")])]
+            layers = [
+                base.mark_line(strokeWidth=1.5).encode(
+                    y=alt.Y(
+                        "value:Q", title=title.split("\n"), scale=alt.Scale(zero=False), axis=alt.Axis(minExtent=40)
+                    ),
+                    color=color,
+                    tooltip=["run:N", "seed_label:N", "step:Q", alt.Tooltip("value:Q", title="loss", format=".3f")],
+                )
+            ]
         else:
-            y = alt.Y("value:Q", title=[panel, "(95% CI)"], axis=alt.Axis(format="%", minExtent=40), scale=alt.Scale(domain=[0, 1]))
+            y = alt.Y(
+                "value:Q",
+                title=[panel, "(95% CI)"],
+                axis=alt.Axis(format="%", minExtent=40),
+                scale=alt.Scale(domain=[0, 1]),
+            )
             layers = [
                 base.mark_area(opacity=0.15).encode(y="ci_low:Q", y2="ci_high:Q", color=no_legend),
                 base.mark_line(strokeWidth=2).encode(y=y, color=color),
                 base.mark_point(filled=True, size=36, opacity=1).encode(
-                    y=y, color=no_legend, tooltip=["run:N", "seed_label:N", "step:Q", *_ci_tooltip(".1%")]),
+                    y=y, color=no_legend, tooltip=["run:N", "seed_label:N", "step:Q", *_ci_tooltip(".1%")]
+                ),
             ]
         header = alt.Header(labelFontWeight="bold") if index == 0 else alt.Header(labels=False)
-        rows.append(alt.layer(*layers, data=part).properties(width=width, height=height).facet(
-            column=alt.Column("column:N", title=None, sort=columns, header=header)))
+        rows.append(
+            alt.layer(*layers, data=part)
+            .properties(width=width, height=height)
+            .facet(column=alt.Column("column:N", title=None, sort=columns, header=header))
+        )
     chart = alt.vconcat(*rows, spacing=10).resolve_scale(color="shared")
-    return finish(chart, "Misalignment over fine-tuning steps, per seed",
-                  ["Misalignment and math accuracy at each saved checkpoint (step 0: the base model; bands: 95% bootstrap "
-                   "intervals over prompts),", "and the training loss of the same runs"])
+    return finish(
+        chart,
+        "Misalignment over fine-tuning steps, per seed",
+        [
+            "Misalignment and math accuracy at each saved checkpoint (step 0: the base model; bands: 95% bootstrap "
+            "intervals over prompts),",
+            "and the training loss of the same runs",
+        ],
+    )
 
 
 def training_dynamics(summary: pd.DataFrame, loss: pd.DataFrame, **settings):
@@ -579,27 +729,50 @@ def training_sets_data(
         for model, by_model in part.groupby("model", sort=True):
             base = by_model[by_model["checkpoint"] == "base"].set_index("prompt_id")["_value"]
             if base.empty:
-                raise FigureError(f"figure '{figure}': no evaluation of the base model of {model} on "
-                                  f"{entry['prompt_set']}/{entry['mode']}")
+                raise FigureError(
+                    f"figure '{figure}': no evaluation of the base model of {model} on "
+                    f"{entry['prompt_set']}/{entry['mode']}"
+                )
             tuned = by_model[by_model["checkpoint"] != "base"]
             if runs is not None:
                 tuned = tuned[tuned["run"].isin(runs)]
             for (run, seed_value), by_seed in tuned.groupby(["run", "seed"], sort=True):
                 last = by_seed[by_seed["step"] == by_seed["step"].max()].set_index("prompt_id")["_value"]
                 shared = last.index.intersection(base.index)
-                estimate = bootstrap((last[shared] - base[shared]).to_numpy(dtype=float), n_boot=n_boot, level=level, seed=seed)
-                rows.append({"model": model, "run": run, "seed": int(seed_value), "step": int(by_seed["step"].max()),
-                             "metric": metric, "prompt_set": entry["prompt_set"], "mode": entry["mode"],
-                             "statistic": "seed", "base_value": float(base[shared].mean()),
-                             "value": estimate.value, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high, "n": estimate.n})
+                estimate = bootstrap(
+                    (last[shared] - base[shared]).to_numpy(dtype=float), n_boot=n_boot, level=level, seed=seed
+                )
+                rows.append(
+                    {
+                        "model": model,
+                        "run": run,
+                        "seed": int(seed_value),
+                        "step": int(by_seed["step"].max()),
+                        "metric": metric,
+                        "prompt_set": entry["prompt_set"],
+                        "mode": entry["mode"],
+                        "statistic": "seed",
+                        "base_value": float(base[shared].mean()),
+                        "value": estimate.value,
+                        "ci_low": estimate.ci_low,
+                        "ci_high": estimate.ci_high,
+                        "n": estimate.n,
+                    }
+                )
     frame = pd.DataFrame(rows)
     nonempty(frame, figure, "no fine-tuned checkpoint evaluated")
     means = frame.groupby(["model", "run", "metric", "prompt_set", "mode"], as_index=False, sort=False).agg(
-        value=("value", "mean"), base_value=("base_value", "mean"), step=("step", "max"), n=("n", "min"),
-        seeds=("seed", "count"))
+        value=("value", "mean"),
+        base_value=("base_value", "mean"),
+        step=("step", "max"),
+        n=("n", "min"),
+        seeds=("seed", "count"),
+    )
     means["statistic"] = "mean over seeds"
     frame = pd.concat([frame, means], ignore_index=True)
-    frame["panel"] = _model_panel(frame.assign(panel=frame["metric"].map(METRIC_TITLES) + " on " + frame["prompt_set"]), "panel")
+    frame["panel"] = _model_panel(
+        frame.assign(panel=frame["metric"].map(METRIC_TITLES) + " on " + frame["prompt_set"]), "panel"
+    )
     frame["seed_label"] = frame["seed"].map(lambda s: "" if pd.isna(s) else f"seed {int(s)}")
     frame["seeds"] = frame["seeds"].astype("Int64")
     frame["seed"] = frame["seed"].astype("Int64")
@@ -618,23 +791,60 @@ def draw_training_sets(frame: pd.DataFrame, *, width: int | None = None, height:
     for panel, part in frame.groupby("panel", sort=False):
         metric = part["metric"].iloc[0]
         value_format = "+.1%" if metric in RATE_METRICS else "+.3f"
-        bars = alt.Chart().transform_filter(alt.datum.statistic == "mean over seeds").mark_bar(
-            color="#c6dbef", width=alt.RelativeBandSize(0.7)).encode(
-            x=x, y=alt.Y("value:Q", title="Change from the base model", axis=change_axis(metric),
-                         scale=change_scale(part, metric)),
-            tooltip=["run:N", alt.Tooltip("value:Q", title="mean change", format=value_format), alt.Tooltip("seeds:Q", title="seeds"),
-                     alt.Tooltip("base_value:Q", title="base model", format=".1%"), alt.Tooltip("step:Q", title="last step")])
-        seed_base = alt.Chart().transform_filter(alt.datum.statistic == "seed").encode(
-            x=x, xOffset=alt.XOffset("seed_label:N", sort=seeds, scale=alt.Scale(paddingOuter=0.6)),
-            color=alt.Color("seed_label:N", title="Seed (95% CI)", sort=seeds, scale=alt.Scale(domain=seeds, range=_tableau(len(seeds)))))
+        bars = (
+            alt.Chart()
+            .transform_filter(alt.datum.statistic == "mean over seeds")
+            .mark_bar(color="#c6dbef", width=alt.RelativeBandSize(0.7))
+            .encode(
+                x=x,
+                y=alt.Y(
+                    "value:Q",
+                    title="Change from the base model",
+                    axis=change_axis(metric),
+                    scale=change_scale(part, metric),
+                ),
+                tooltip=[
+                    "run:N",
+                    alt.Tooltip("value:Q", title="mean change", format=value_format),
+                    alt.Tooltip("seeds:Q", title="seeds"),
+                    alt.Tooltip("base_value:Q", title="base model", format=".1%"),
+                    alt.Tooltip("step:Q", title="last step"),
+                ],
+            )
+        )
+        seed_base = (
+            alt.Chart()
+            .transform_filter(alt.datum.statistic == "seed")
+            .encode(
+                x=x,
+                xOffset=alt.XOffset("seed_label:N", sort=seeds, scale=alt.Scale(paddingOuter=0.6)),
+                color=alt.Color(
+                    "seed_label:N",
+                    title="Seed (95% CI)",
+                    sort=seeds,
+                    scale=alt.Scale(domain=seeds, range=_tableau(len(seeds))),
+                ),
+            )
+        )
         points = seed_base.mark_point(filled=True, size=45, opacity=1).encode(
-            y="value:Q", tooltip=["run:N", "seed_label:N", *_ci_tooltip(value_format), alt.Tooltip("n:Q", title="prompts")])
+            y="value:Q",
+            tooltip=["run:N", "seed_label:N", *_ci_tooltip(value_format), alt.Tooltip("n:Q", title="prompts")],
+        )
         ci = seed_base.mark_rule(strokeWidth=1.5).encode(y="ci_low:Q", y2="ci_high:Q")
         zero = alt.Chart().mark_rule(color="#666666").encode(y=alt.datum(0))
-        charts.append(alt.layer(bars, zero, ci, points, data=part).properties(width=width, height=height, title=panel_title(panel)))
-    return finish(grid(charts, 2), "Change in misalignment after fine-tuning, per training set",
-                  ["Last checkpoint minus the base model on the same prompts. Bars: mean over seeds;",
-                   "points: each seed, with its 95% paired bootstrap interval over prompts"])
+        charts.append(
+            alt.layer(bars, zero, ci, points, data=part).properties(
+                width=width, height=height, title=panel_title(panel)
+            )
+        )
+    return finish(
+        grid(charts, 2),
+        "Change in misalignment after fine-tuning, per training set",
+        [
+            "Last checkpoint minus the base model on the same prompts. Bars: mean over seeds;",
+            "points: each seed, with its 95% paired bootstrap interval over prompts",
+        ],
+    )
 
 
 def training_sets(evaluations: pd.DataFrame, **settings):
@@ -643,7 +853,19 @@ def training_sets(evaluations: pd.DataFrame, **settings):
 
 
 # ----- 5. probes --------------------------------------------------------------------------------------------
-PROBE_COLUMNS = ("model", "checkpoint", "probe", "mode", "layer", "position", "statistic", "group", "value", "ci_low", "ci_high")
+PROBE_COLUMNS = (
+    "model",
+    "checkpoint",
+    "probe",
+    "mode",
+    "layer",
+    "position",
+    "statistic",
+    "group",
+    "value",
+    "ci_low",
+    "ci_high",
+)
 
 
 def probes_data(
@@ -676,25 +898,52 @@ def draw_probes(frame: pd.DataFrame, *, width: int = 200, height: int = 140, sta
     position_order = [POSITION_TITLES.get(p, words(p)) for p in positions]
     title = "Share above threshold" if statistic == "share_above_threshold" else "k-fold accuracy"
     groups = list(dict.fromkeys(frame["group"]))
-    color = alt.Color("group:N", title="Group", sort=groups, scale=alt.Scale(domain=groups, range=_tableau(len(groups))),
-                      legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=3, symbolOpacity=1))
-    n_layers = int(frame["layer"].max()) + 1
-    x = alt.X("layer:Q", title="Layer", scale=alt.Scale(domain=[0, n_layers - 1], nice=False),
-              axis=alt.Axis(format="d", values=list(range(0, n_layers, max(1, n_layers // 8)))))
-    band = alt.Chart().mark_area(opacity=0.18).encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=color)
-    line = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=18, filled=True)).encode(
-        x=x, color=color,
-        y=alt.Y("value:Q", title=[title, "(95% CI)"], axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-        tooltip=["row:N", "position_label:N", "layer:Q", "group:N", *_ci_tooltip(".2f")])
-    chance = alt.Chart().mark_rule(color="#999999", strokeDash=[4, 3]).encode(y=alt.datum(0.5))
-    chart = alt.layer(band, chance, line, data=frame).properties(width=width, height=height).facet(
-        row=alt.Row("row:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelFontWeight="bold")),
-        column=alt.Column("position_label:N", title="Token position", sort=position_order),
+    color = alt.Color(
+        "group:N",
+        title="Group",
+        sort=groups,
+        scale=alt.Scale(domain=groups, range=_tableau(len(groups))),
+        legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=3, symbolOpacity=1),
     )
-    return finish(chart, "Difference-of-means probes per layer and token position",
-                  [f"{title} of each group's held-out items (k-fold), per layer of the residual stream;",
-                   "bands: 95% bootstrap intervals over items; dashed: 50%. An empty panel: the position is absent in that mode, "
-                   "or a group has too few items."])
+    n_layers = int(frame["layer"].max()) + 1
+    x = alt.X(
+        "layer:Q",
+        title="Layer",
+        scale=alt.Scale(domain=[0, n_layers - 1], nice=False),
+        axis=alt.Axis(format="d", values=list(range(0, n_layers, max(1, n_layers // 8)))),
+    )
+    band = alt.Chart().mark_area(opacity=0.18).encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=color)
+    line = (
+        alt.Chart()
+        .mark_line(point=alt.OverlayMarkDef(size=18, filled=True))
+        .encode(
+            x=x,
+            color=color,
+            y=alt.Y("value:Q", title=[title, "(95% CI)"], axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            tooltip=["row:N", "position_label:N", "layer:Q", "group:N", *_ci_tooltip(".2f")],
+        )
+    )
+    chance = alt.Chart().mark_rule(color="#999999", strokeDash=[4, 3]).encode(y=alt.datum(0.5))
+    chart = (
+        alt.layer(band, chance, line, data=frame)
+        .properties(width=width, height=height)
+        .facet(
+            row=alt.Row(
+                "row:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelFontWeight="bold")
+            ),
+            column=alt.Column("position_label:N", title="Token position", sort=position_order),
+        )
+    )
+    return finish(
+        chart,
+        "Difference-of-means probes per layer and token position",
+        [
+            f"{title} of each group's held-out items (k-fold), per layer of the residual stream;",
+            "bands: 95% bootstrap intervals over items; dashed: 50%. An empty panel: the position is absent in "
+            "that mode, "
+            "or a group has too few items.",
+        ],
+    )
 
 
 def probes(probes: pd.DataFrame, **settings):
@@ -720,15 +969,33 @@ def refusal_heads_data(
     # Tables written before the flag existed have no previous_token_head column: derive it.
     if "previous_token_head" not in rows and {"median_distance_on", "median_distance_off"} <= set(rows):
         rows["previous_token_head"] = (rows["median_distance_on"] == 1) & (rows["median_distance_off"] == 1)
-    rows["previous_token_head"] = rows.get("previous_token_head", pd.Series(False, index=rows.index)).fillna(False).astype(bool)
+    rows["previous_token_head"] = (
+        rows.get("previous_token_head", pd.Series(False, index=rows.index)).fillna(False).astype(bool)
+    )
     rows.loc[rows["previous_token_head"], "head_label"] += " \u2020"
     rows["top"] = (rows["rank"] <= label_top) & (rows["share"] > 0)
     rows["label_side"] = ""
     for _, panel in rows.groupby(["model", "checkpoint"], sort=False):
         rows.loc[panel.index, "label_side"] = _label_sides(panel)
     rows["panel"] = _model_panel(rows.assign(panel=rows["checkpoint_label"]), "panel")
-    keep = ["model", "checkpoint", "checkpoint_label", "panel", "layer", "head", "head_label", "share", "ci_low", "ci_high",
-            "n_moved", "n_prompts", "rank", "top", "label_side", "previous_token_head"]
+    keep = [
+        "model",
+        "checkpoint",
+        "checkpoint_label",
+        "panel",
+        "layer",
+        "head",
+        "head_label",
+        "share",
+        "ci_low",
+        "ci_high",
+        "n_moved",
+        "n_prompts",
+        "rank",
+        "top",
+        "label_side",
+        "previous_token_head",
+    ]
     keep += [c for c in ("on_mode", "off_mode", "on_regions", "off_regions") if c in rows]
     return rows[keep].reset_index(drop=True)
 
@@ -758,46 +1025,103 @@ def draw_refusal_heads(frame: pd.DataFrame, *, width: int | None = None, height:
     width = width or max(160, 22 * n_heads)
     height = height or max(160, 15 * n_layers)
     panels = list(dict.fromkeys(frame.sort_values(["model", "checkpoint"], key=_ckpt_sort_key)["panel"]))
-    x = alt.X("head:Q", title="Head", scale=alt.Scale(domain=[-0.5, n_heads - 0.5], nice=False),
-              axis=alt.Axis(values=list(range(n_heads)), grid=False, format="d"))
-    y = alt.Y("layer:Q", title="Layer", scale=alt.Scale(domain=[-0.5, n_layers - 0.5], nice=False),
-              axis=alt.Axis(values=list(range(0, n_layers, max(1, n_layers // 12))), format="d"))
-    tooltip = [alt.Tooltip("head_label:N", title="head"), alt.Tooltip("share:Q", format=".0%"),
-               alt.Tooltip("ci_low:Q", title="95% CI low", format=".0%"), alt.Tooltip("ci_high:Q", title="95% CI high", format=".0%"),
-               alt.Tooltip("n_moved:Q", title="prompts that moved"), alt.Tooltip("n_prompts:Q", title="prompts"),
-               alt.Tooltip("rank:Q"), alt.Tooltip("previous_token_head:N", title="previous-token head")]
-    bubbles = alt.Chart().mark_circle(stroke="#333333", strokeWidth=0.3).encode(
-        opacity=alt.condition(alt.datum.previous_token_head, alt.value(0.35), alt.value(1.0)),
-        x=x, y=y,
-        size=alt.Size("share:Q", title="Share of prompts", scale=alt.Scale(domain=[0, 1], range=[0, 260]),
-                      legend=alt.Legend(format="%", values=[0.25, 0.5, 0.75, 1.0])),
-        color=alt.Color("share:Q", title="Share of prompts", scale=alt.Scale(scheme="reds", domain=[0, 1]),
-                        legend=alt.Legend(format="%")),
-        tooltip=tooltip,
-    ).transform_filter(alt.datum.share > 0)
+    x = alt.X(
+        "head:Q",
+        title="Head",
+        scale=alt.Scale(domain=[-0.5, n_heads - 0.5], nice=False),
+        axis=alt.Axis(values=list(range(n_heads)), grid=False, format="d"),
+    )
+    y = alt.Y(
+        "layer:Q",
+        title="Layer",
+        scale=alt.Scale(domain=[-0.5, n_layers - 0.5], nice=False),
+        axis=alt.Axis(values=list(range(0, n_layers, max(1, n_layers // 12))), format="d"),
+    )
+    tooltip = [
+        alt.Tooltip("head_label:N", title="head"),
+        alt.Tooltip("share:Q", format=".0%"),
+        alt.Tooltip("ci_low:Q", title="95% CI low", format=".0%"),
+        alt.Tooltip("ci_high:Q", title="95% CI high", format=".0%"),
+        alt.Tooltip("n_moved:Q", title="prompts that moved"),
+        alt.Tooltip("n_prompts:Q", title="prompts"),
+        alt.Tooltip("rank:Q"),
+        alt.Tooltip("previous_token_head:N", title="previous-token head"),
+    ]
+    bubbles = (
+        alt.Chart()
+        .mark_circle(stroke="#333333", strokeWidth=0.3)
+        .encode(
+            opacity=alt.condition(alt.datum.previous_token_head, alt.value(0.35), alt.value(1.0)),
+            x=x,
+            y=y,
+            size=alt.Size(
+                "share:Q",
+                title="Share of prompts",
+                scale=alt.Scale(domain=[0, 1], range=[0, 260]),
+                legend=alt.Legend(format="%", values=[0.25, 0.5, 0.75, 1.0]),
+            ),
+            color=alt.Color(
+                "share:Q",
+                title="Share of prompts",
+                scale=alt.Scale(scheme="reds", domain=[0, 1]),
+                legend=alt.Legend(format="%"),
+            ),
+            tooltip=tooltip,
+        )
+        .transform_filter(alt.datum.share > 0)
+    )
     # Labels sit right of their bubble, or left where a neighbouring head's bubble is (_label_sides).
-    labels = [alt.Chart().transform_filter(alt.datum.label_side == side).mark_text(
-        align=align, dx=dx, fontSize=10, color="#222222").encode(x=x, y=y, text="head_label:N")
-        for side, align, dx in (("right", "left", 9), ("left", "right", -9))]
+    labels = [
+        alt.Chart()
+        .transform_filter(alt.datum.label_side == side)
+        .mark_text(align=align, dx=dx, fontSize=10, color="#222222")
+        .encode(x=x, y=y, text="head_label:N")
+        for side, align, dx in (("right", "left", 9), ("left", "right", -9))
+    ]
     # A panel where no head ever moved says so instead of staying blank.
     still = frame.groupby("panel")["share"].max().fillna(0) <= 0
-    notes = pd.DataFrame({"panel": still[still].index, "head": (n_heads - 1) / 2, "layer": (n_layers - 1) / 2,
-                          "share": 0.0, "top": False, "label_side": "", "note": "no head showed the move"})
+    notes = pd.DataFrame(
+        {
+            "panel": still[still].index,
+            "head": (n_heads - 1) / 2,
+            "layer": (n_layers - 1) / 2,
+            "share": 0.0,
+            "top": False,
+            "label_side": "",
+            "note": "no head showed the move",
+        }
+    )
     frame = pd.concat([frame.assign(note=""), notes], ignore_index=True)
-    note = alt.Chart().transform_filter(alt.datum.note != "").mark_text(fontSize=12, color="#555555").encode(
-        x=x, y=y, text="note:N")
-    chart = alt.layer(bubbles, *labels, note, data=frame).properties(width=width, height=height).facet(
-        facet=alt.Facet("panel:N", title=None, sort=panels, header=alt.Header(labelFontWeight="bold")),
-        columns=_panel_columns(len(panels), 4),
+    note = (
+        alt.Chart()
+        .transform_filter(alt.datum.note != "")
+        .mark_text(fontSize=12, color="#555555")
+        .encode(x=x, y=y, text="note:N")
+    )
+    chart = (
+        alt.layer(bubbles, *labels, note, data=frame)
+        .properties(width=width, height=height)
+        .facet(
+            facet=alt.Facet("panel:N", title=None, sort=panels, header=alt.Header(labelFontWeight="bold")),
+            columns=_panel_columns(len(panels), 4),
+        )
     )
     on, off = _first(frame, "on_regions"), _first(frame, "off_regions")
-    move = (f"lies on the {words(on)} with thinking ON and on the {words(off)} with thinking OFF" if on and off
-            else "moves between thinking ON and OFF")
-    return finish(chart, "Refusal heads: where the position that predicts the first answer token looks",
-                  [f"Bubble size and colour: share of harmful prompts whose attention argmax {move}",
-                   "Labels: the top heads by share (L<layer>-H<head>), left out where neighbouring bubbles leave no room;",
-                   "\u2020 and pale: previous-token head (argmax 1 token back in both modes: it moves by construction),",
-                   "left out of the ablated heads by default"])
+    move = (
+        f"lies on the {words(on)} with thinking ON and on the {words(off)} with thinking OFF"
+        if on and off
+        else "moves between thinking ON and OFF"
+    )
+    return finish(
+        chart,
+        "Refusal heads: where the position that predicts the first answer token looks",
+        [
+            f"Bubble size and colour: share of harmful prompts whose attention argmax {move}",
+            "Labels: the top heads by share (L<layer>-H<head>), left out where neighbouring bubbles leave no room;",
+            "\u2020 and pale: previous-token head (argmax 1 token back in both modes: it moves by construction),",
+            "left out of the ablated heads by default",
+        ],
+    )
 
 
 def _first(frame: pd.DataFrame, column: str):
@@ -810,8 +1134,21 @@ def refusal_heads(refusal_heads: pd.DataFrame, **settings):
 
 
 # ----- 7. head-patching heat maps -------------------------------------------------------------------------------
-PATCHING_COLUMNS = ("model", "checkpoint", "pair", "method", "source_mode", "target_mode", "source_checkpoint",
-                    "target_checkpoint", "layer", "head", "effect", "ci_low", "ci_high")
+PATCHING_COLUMNS = (
+    "model",
+    "checkpoint",
+    "pair",
+    "method",
+    "source_mode",
+    "target_mode",
+    "source_checkpoint",
+    "target_checkpoint",
+    "layer",
+    "head",
+    "effect",
+    "ci_low",
+    "ci_high",
+)
 
 
 def head_patching_data(
@@ -830,8 +1167,12 @@ def head_patching_data(
     nonempty(rows, figure, f"no scan with methods {', '.join(methods)}")
     rows, _ = _with_checkpoints(rows, checkpoints, figure)
     rows["head_label"] = "L" + rows["layer"].astype(str) + "-H" + rows["head"].astype(str)
-    rows["pair_label"] = [_pair_label(*values) for values in
-                          zip(rows["source_checkpoint"], rows["target_checkpoint"], rows["source_mode"], rows["target_mode"])]
+    rows["pair_label"] = [
+        _pair_label(*values)
+        for values in zip(
+            rows["source_checkpoint"], rows["target_checkpoint"], rows["source_mode"], rows["target_mode"]
+        )
+    ]
     rows["row"] = _model_panel(rows.assign(row=rows["pair_label"]), "row")
     rows["column"] = rows["method"] + ", " + rows["checkpoint"].map(_two_line_checkpoint)
     return rows.reset_index(drop=True)
@@ -849,7 +1190,9 @@ def _pair_label(source_ckpt: str, target_ckpt: str, source_mode: str, target_mod
     modes = f"{_mode_words(source_mode)} into {_mode_words(target_mode)}"
     if source_ckpt == target_ckpt:
         return modes
-    sides = f"{'base model' if source_ckpt == 'base' else 'checkpoint'} into {'base model' if target_ckpt == 'base' else 'checkpoint'}"
+    source_side = "base model" if source_ckpt == "base" else "checkpoint"
+    target_side = "base model" if target_ckpt == "base" else "checkpoint"
+    sides = f"{source_side} into {target_side}"
     return f"{sides}, {_mode_words(source_mode)}" if source_mode == target_mode else f"{sides} ({modes})"
 
 
@@ -857,14 +1200,23 @@ def _mode_words(mode: str) -> str:
     return {"no_think": "thinking OFF", "think": "thinking ON"}.get(mode, words(mode))
 
 
-def draw_head_patching(frame: pd.DataFrame, *, width: int | None = None, height: int | None = None,
-                       methods: Sequence[str] = ("exact", "attribution")):
+def draw_head_patching(
+    frame: pd.DataFrame,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    methods: Sequence[str] = ("exact", "attribution"),
+):
     n_heads, n_layers = int(frame["head"].max()) + 1, int(frame["layer"].max()) + 1
     width = width or max(100, 14 * n_heads)
     height = height or max(150, 9 * n_layers)
     ckpts = checkpoint_order(frame["checkpoint"].unique())
-    columns = [f"{method}, {_two_line_checkpoint(c)}" for c in ckpts for method in methods
-               if ((frame["method"] == method) & (frame["checkpoint"] == c)).any()]
+    columns = [
+        f"{method}, {_two_line_checkpoint(c)}"
+        for c in ckpts
+        for method in methods
+        if ((frame["method"] == method) & (frame["checkpoint"] == c)).any()
+    ]
     rows = list(dict.fromkeys(frame["row"]))
     limit = float(np.nanmax(np.abs(frame["effect"]))) if frame["effect"].notna().any() else 1.0
     limit = limit or 1.0
@@ -873,26 +1225,59 @@ def draw_head_patching(frame: pd.DataFrame, *, width: int | None = None, height:
     present = set(zip(frame["row"], frame["column"]))
     holes = [{"row": r, "column": c, "layer": 0, "head": 0} for r in rows for c in columns if (r, c) not in present]
     frame = pd.concat([frame, pd.DataFrame(holes)], ignore_index=True) if holes else frame
-    chart = alt.Chart(frame).mark_rect().encode(
-        x=alt.X("head:O", title="Head", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("layer:O", title="Layer", sort="descending",
-                axis=alt.Axis(values=list(range(0, n_layers, max(1, n_layers // 12))))),
-        color=alt.Color("effect:Q", title=["Change in refusal", "score (log-odds)"],
-                        scale=alt.Scale(scheme="redblue", domain=[-limit, limit], domainMid=0)),
-        tooltip=[alt.Tooltip("head_label:N", title="head"), "method:N", "pair_label:N",
-                 alt.Tooltip("effect:Q", format="+.3~g"), alt.Tooltip("ci_low:Q", title="95% CI low", format="+.3~g"),
-                 alt.Tooltip("ci_high:Q", title="95% CI high", format="+.3~g")],
-    ).properties(width=width, height=height).facet(
-        row=alt.Row("row:N", title=None, sort=rows,
-                    header=alt.Header(labelFontWeight="bold", labelAngle=0, labelAlign="left", labelExpr="split(datum.label, ', ')")),
-        column=alt.Column("column:N", title=None, sort=columns,
-                          header=alt.Header(labelFontWeight="bold", labelExpr="split(datum.label, ', ')")),
+    chart = (
+        alt.Chart(frame)
+        .mark_rect()
+        .encode(
+            x=alt.X("head:O", title="Head", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(
+                "layer:O",
+                title="Layer",
+                sort="descending",
+                axis=alt.Axis(values=list(range(0, n_layers, max(1, n_layers // 12)))),
+            ),
+            color=alt.Color(
+                "effect:Q",
+                title=["Change in refusal", "score (log-odds)"],
+                scale=alt.Scale(scheme="redblue", domain=[-limit, limit], domainMid=0),
+            ),
+            tooltip=[
+                alt.Tooltip("head_label:N", title="head"),
+                "method:N",
+                "pair_label:N",
+                alt.Tooltip("effect:Q", format="+.3~g"),
+                alt.Tooltip("ci_low:Q", title="95% CI low", format="+.3~g"),
+                alt.Tooltip("ci_high:Q", title="95% CI high", format="+.3~g"),
+            ],
+        )
+        .properties(width=width, height=height)
+        .facet(
+            row=alt.Row(
+                "row:N",
+                title=None,
+                sort=rows,
+                header=alt.Header(
+                    labelFontWeight="bold", labelAngle=0, labelAlign="left", labelExpr="split(datum.label, ', ')"
+                ),
+            ),
+            column=alt.Column(
+                "column:N",
+                title=None,
+                sort=columns,
+                header=alt.Header(labelFontWeight="bold", labelExpr="split(datum.label, ', ')"),
+            ),
+        )
     )
-    return finish(chart, "Head patching: change in the refusal score when one head's output comes from the source run",
-                  ["Each cell: change of the first-token refusal score when one head's output is patched from the source "
-                   "into the target run (rows); blue raises refusal, red lowers it.",
-                   "exact: one patched forward pass per head; attribution: gradient x activation difference (a first-order "
-                   "estimate). An empty panel: the pair does not run there (the base model into itself)."])
+    return finish(
+        chart,
+        "Head patching: change in the refusal score when one head's output comes from the source run",
+        [
+            "Each cell: change of the first-token refusal score when one head's output is patched from the source "
+            "into the target run (rows); blue raises refusal, red lowers it.",
+            "exact: one patched forward pass per head; attribution: gradient x activation difference (a first-order "
+            "estimate). An empty panel: the pair does not run there (the base model into itself).",
+        ],
+    )
 
 
 def head_patching(patching: pd.DataFrame, **settings):
@@ -916,8 +1301,23 @@ def head_ablation_data(
     figure = "head_ablation"
     if ablation.empty:
         # The ablation step writes empty tables when no head ever shows the refusal-head move.
-        return pd.DataFrame(columns=["model", "checkpoint", "checkpoint_label", "condition", "metric", "mode", "value",
-                                     "ci_low", "ci_high", "panel", "is_draw", "draw_label", "condition_label"])
+        return pd.DataFrame(
+            columns=[
+                "model",
+                "checkpoint",
+                "checkpoint_label",
+                "condition",
+                "metric",
+                "mode",
+                "value",
+                "ci_low",
+                "ci_high",
+                "panel",
+                "is_draw",
+                "draw_label",
+                "condition_label",
+            ]
+        )
     require(ablation, (*EFFECT_COLUMNS, "checkpoint", "mode"), figure, "ablation")
     rows = ablation[(ablation["statistic"] == "change_from_none") & ablation["metric"].isin(metrics)]
     rows = rows[rows["judge"] == rows["metric"].map(lambda m: _judge_of(m, judge))]
@@ -943,39 +1343,88 @@ def _head_condition(condition: str) -> str:
 
 def draw_head_ablation(frame: pd.DataFrame, *, width: int | None = None, height: int = 200):
     if frame.empty:
-        note = alt.Chart(pd.DataFrame({"text": ["No head showed the refusal-head move on these checkpoints,",
-                                                "so no head was ablated (see refusal_heads)."], "line": [0, 1]}))
-        chart = note.mark_text(align="left", fontSize=13).encode(
-            x=alt.value(8), y=alt.Y("line:O", axis=None), text="text:N").properties(width=520, height=60)
+        note = alt.Chart(
+            pd.DataFrame(
+                {
+                    "text": [
+                        "No head showed the refusal-head move on these checkpoints,",
+                        "so no head was ablated (see refusal_heads).",
+                    ],
+                    "line": [0, 1],
+                }
+            )
+        )
+        chart = (
+            note.mark_text(align="left", fontSize=13)
+            .encode(x=alt.value(8), y=alt.Y("line:O", axis=None), text="text:N")
+            .properties(width=520, height=60)
+        )
         return finish(chart, "Zeroing the refusal heads vs the same number of random heads in the same layers")
     ckpt_order = [checkpoint_label(c) for c in checkpoint_order(frame["checkpoint"].unique())]
     width = width or max(160, 70 * len(ckpt_order))
     conditions = [_head_condition("refusal_heads"), _head_condition("random_heads")]
     x = alt.X("checkpoint_label:N", sort=ckpt_order, title=None, axis=alt.Axis(labelAngle=-30))
     base = alt.Chart().encode(x=x, xOffset=alt.XOffset("condition_label:N", sort=conditions))
-    color = alt.Color("condition_label:N", title="Heads zeroed", sort=conditions,
-                      scale=alt.Scale(domain=conditions, range=["#d62728", "#8c8c8c"]),
-                      legend=alt.Legend(symbolType="square", symbolOpacity=1))
+    color = alt.Color(
+        "condition_label:N",
+        title="Heads zeroed",
+        sort=conditions,
+        scale=alt.Scale(domain=conditions, range=["#d62728", "#8c8c8c"]),
+        legend=alt.Legend(symbolType="square", symbolOpacity=1),
+    )
     charts = []
     for panel, part in frame.groupby("panel", sort=False):
         metric = part["metric"].iloc[0]
         value_format = "+.1%" if metric in RATE_METRICS else "+.3f"
-        tooltip = ["checkpoint_label:N", alt.Tooltip("draw_label:N", title="heads zeroed"), *_ci_tooltip(value_format),
-                   alt.Tooltip("n:Q", title="prompts")]
-        bars = base.transform_filter(~alt.datum.is_draw).mark_bar().encode(
-            y=alt.Y("value:Q", title="Change from no intervention (95% CI)", axis=change_axis(metric),
-                    scale=change_scale(part, metric)), color=color, tooltip=tooltip)
-        values = base.transform_filter(~alt.datum.is_draw).mark_tick(thickness=2, size=14, opacity=1).encode(
-            y="value:Q", color=color, tooltip=tooltip)
-        ci = base.transform_filter(~alt.datum.is_draw).mark_rule(strokeWidth=1.5).encode(y="ci_low:Q", y2="ci_high:Q", color=BLACK)
-        draws = base.transform_filter(alt.datum.is_draw).mark_tick(color="#333333", thickness=1.5, size=12).encode(
-            y="value:Q", tooltip=tooltip)
+        tooltip = [
+            "checkpoint_label:N",
+            alt.Tooltip("draw_label:N", title="heads zeroed"),
+            *_ci_tooltip(value_format),
+            alt.Tooltip("n:Q", title="prompts"),
+        ]
+        bars = (
+            base.transform_filter(~alt.datum.is_draw)
+            .mark_bar()
+            .encode(
+                y=alt.Y(
+                    "value:Q",
+                    title="Change from no intervention (95% CI)",
+                    axis=change_axis(metric),
+                    scale=change_scale(part, metric),
+                ),
+                color=color,
+                tooltip=tooltip,
+            )
+        )
+        values = (
+            base.transform_filter(~alt.datum.is_draw)
+            .mark_tick(thickness=2, size=14, opacity=1)
+            .encode(y="value:Q", color=color, tooltip=tooltip)
+        )
+        ci = (
+            base.transform_filter(~alt.datum.is_draw)
+            .mark_rule(strokeWidth=1.5)
+            .encode(y="ci_low:Q", y2="ci_high:Q", color=BLACK)
+        )
+        draws = (
+            base.transform_filter(alt.datum.is_draw)
+            .mark_tick(color="#333333", thickness=1.5, size=12)
+            .encode(y="value:Q", tooltip=tooltip)
+        )
         zero = alt.Chart().mark_rule(color="#666666").encode(y=alt.datum(0))
-        charts.append(alt.layer(bars, values, ci, draws, zero, data=part).properties(width=width, height=height,
-                                                                                    title=panel_title(panel)))
-    return finish(grid(charts, 2), "Zeroing the refusal heads vs the same number of random heads in the same layers",
-                  ["Paired change from no intervention over the same prompts. Black lines: 95% bootstrap intervals;",
-                   "ticks: the individual random draws"])
+        charts.append(
+            alt.layer(bars, values, ci, draws, zero, data=part).properties(
+                width=width, height=height, title=panel_title(panel)
+            )
+        )
+    return finish(
+        grid(charts, 2),
+        "Zeroing the refusal heads vs the same number of random heads in the same layers",
+        [
+            "Paired change from no intervention over the same prompts. Black lines: 95% bootstrap intervals;",
+            "ticks: the individual random draws",
+        ],
+    )
 
 
 def head_ablation(ablation: pd.DataFrame, **settings):
@@ -1003,49 +1452,97 @@ def neuron_zeroing_data(
     with the rate without intervention (docs/method.md#zeroing-dose-response)."""
     figure = "neuron_zeroing"
     require(zeroing, (*EFFECT_COLUMNS, "prompt_set"), figure, "zeroing")
-    wanted = zeroing["metric"].isin(metrics) & (zeroing["judge"] == zeroing["metric"].map(lambda m: _judge_of(m, judge)))
+    wanted = zeroing["metric"].isin(metrics) & (
+        zeroing["judge"] == zeroing["metric"].map(lambda m: _judge_of(m, judge))
+    )
     rows = zeroing[wanted & (zeroing["statistic"] == "dose_change")].copy()
-    nonempty(rows, figure, f"no dose-response rows (statistic dose_change) of {', '.join(metrics)}; "
-             "the zeroing summary predates them: rerun zero_neurons")
+    nonempty(
+        rows,
+        figure,
+        f"no dose-response rows (statistic dose_change) of {', '.join(metrics)}; "
+        "the zeroing summary predates them: rerun zero_neurons",
+    )
     require(rows, ("neuron_family", "zeroed_neurons", "draws"), figure, "zeroing")
     plain = zeroing[wanted & (zeroing["statistic"] == "rate") & (zeroing["condition"] == "none")]
     plain = plain.set_index(["model", "prompt_set", "metric"])["value"]
-    rows["rate_without_zeroing"] = [plain.get((m, p, k), np.nan) for m, p, k in zip(rows["model"], rows["prompt_set"], rows["metric"])]
+    rows["rate_without_zeroing"] = [
+        plain.get((m, p, k), np.nan) for m, p, k in zip(rows["model"], rows["prompt_set"], rows["metric"])
+    ]
     rows["family_label"] = rows["neuron_family"].map(NEURON_FAMILIES).fillna(rows["neuron_family"].map(words))
     rows["zeroed_neurons"] = rows["zeroed_neurons"].astype(int)
-    rows["panel"] = _model_panel(rows.assign(panel=rows["metric"].map(METRIC_TITLES) + " on " + rows["prompt_set"]), "panel")
+    rows["panel"] = _model_panel(
+        rows.assign(panel=rows["metric"].map(METRIC_TITLES) + " on " + rows["prompt_set"]), "panel"
+    )
     return rows.sort_values(["panel", "neuron_family", "zeroed_neurons"]).reset_index(drop=True)
 
 
 def draw_neuron_zeroing(frame: pd.DataFrame, *, width: int = 260, height: int = 200):
     families = [f for f in NEURON_FAMILIES if f in set(frame["neuron_family"])]
     labels = [NEURON_FAMILIES[f] for f in families]
-    color = alt.Color("family_label:N", title="Neurons zeroed", sort=labels,
-                      scale=alt.Scale(domain=labels, range=[NEURON_FAMILY_COLORS[f] for f in families]))
+    color = alt.Color(
+        "family_label:N",
+        title="Neurons zeroed",
+        sort=labels,
+        scale=alt.Scale(domain=labels, range=[NEURON_FAMILY_COLORS[f] for f in families]),
+    )
     sizes = sorted(frame["zeroed_neurons"].unique())
-    x = alt.X("zeroed_neurons:Q", title="Neurons zeroed (log scale)",
-              scale=alt.Scale(type="log", domain=[sizes[0] / 1.5, sizes[-1] * 1.5], nice=False),
-              axis=alt.Axis(values=[int(s) for s in sizes], format="~s"))
+    x = alt.X(
+        "zeroed_neurons:Q",
+        title="Neurons zeroed (log scale)",
+        scale=alt.Scale(type="log", domain=[sizes[0] / 1.5, sizes[-1] * 1.5], nice=False),
+        axis=alt.Axis(values=[int(s) for s in sizes], format="~s"),
+    )
     charts = []
     for panel, part in frame.groupby("panel", sort=False):
         metric = part["metric"].iloc[0]
         value_format = "+.1%" if metric in RATE_METRICS else "+.3f"
-        tooltip = ["family_label:N", alt.Tooltip("zeroed_neurons:Q", title="neurons zeroed"), *_ci_tooltip(value_format),
-                   alt.Tooltip("draws:Q", title="random draws pooled"),
-                   alt.Tooltip("rate_without_zeroing:Q", title="without zeroing", format=".3~f"), alt.Tooltip("n:Q", title="prompts")]
-        y = alt.Y("value:Q", title="Change from no zeroing (95% CI)", axis=change_axis(metric), scale=change_scale(part, metric))
+        tooltip = [
+            "family_label:N",
+            alt.Tooltip("zeroed_neurons:Q", title="neurons zeroed"),
+            *_ci_tooltip(value_format),
+            alt.Tooltip("draws:Q", title="random draws pooled"),
+            alt.Tooltip("rate_without_zeroing:Q", title="without zeroing", format=".3~f"),
+            alt.Tooltip("n:Q", title="prompts"),
+        ]
+        y = alt.Y(
+            "value:Q",
+            title="Change from no zeroing (95% CI)",
+            axis=change_axis(metric),
+            scale=change_scale(part, metric),
+        )
         curves = part[part["neuron_family"] != "safety_set"]
         line = alt.Chart(curves).mark_line(strokeWidth=2).encode(x=x, y=y, color=color, detail="family_label:N")
-        points = alt.Chart(part).mark_point(filled=True, size=60, opacity=1).encode(
-            x=x, y=y, color=color, tooltip=tooltip,
-            shape=alt.Shape("family_label:N", sort=labels, legend=None,
-                            scale=alt.Scale(domain=labels, range=["circle" if f != "safety_set" else "diamond" for f in families])))
+        points = (
+            alt.Chart(part)
+            .mark_point(filled=True, size=60, opacity=1)
+            .encode(
+                x=x,
+                y=y,
+                color=color,
+                tooltip=tooltip,
+                shape=alt.Shape(
+                    "family_label:N",
+                    sort=labels,
+                    legend=None,
+                    scale=alt.Scale(
+                        domain=labels, range=["circle" if f != "safety_set" else "diamond" for f in families]
+                    ),
+                ),
+            )
+        )
         ci = alt.Chart(part).mark_rule(strokeWidth=1.5).encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=color)
         zero = alt.Chart(part).mark_rule(color="#666666").encode(y=alt.datum(0))
-        charts.append(alt.layer(zero, ci, line, points).properties(width=width, height=height, title=panel_title(panel)))
-    return finish(grid(charts, 2), "Zeroing the most safety-critical neurons vs the same number of random neurons",
-                  ["Base model; paired change from no intervention over the same prompts, by the number of neurons zeroed.",
-                   "Random sets: the draws' per-prompt changes averaged; vertical lines: 95% bootstrap intervals over prompts"])
+        charts.append(
+            alt.layer(zero, ci, line, points).properties(width=width, height=height, title=panel_title(panel))
+        )
+    return finish(
+        grid(charts, 2),
+        "Zeroing the most safety-critical neurons vs the same number of random neurons",
+        [
+            "Base model; paired change from no intervention over the same prompts, by the number of neurons zeroed.",
+            "Random sets: the draws' per-prompt changes averaged; vertical lines: 95% bootstrap intervals over prompts",
+        ],
+    )
 
 
 def neuron_zeroing(zeroing: pd.DataFrame, **settings):
@@ -1055,10 +1552,34 @@ def neuron_zeroing(zeroing: pd.DataFrame, **settings):
 
 
 # ----- 10. RAS vs misalignment ----------------------------------------------------------------------------------
-RAS_COLUMNS = ("model", "run", "seed", "step", "checkpoint", "neuron_set", "draw", "set_size", "metric", "value",
-               "misalignment_rate")
-CORRELATION_COLUMNS = ("model", "run", "scope", "seed", "neuron_set", "draw", "metric", "method", "r", "p_value",
-                       "ci_low", "ci_high", "n_checkpoints")
+RAS_COLUMNS = (
+    "model",
+    "run",
+    "seed",
+    "step",
+    "checkpoint",
+    "neuron_set",
+    "draw",
+    "set_size",
+    "metric",
+    "value",
+    "misalignment_rate",
+)
+CORRELATION_COLUMNS = (
+    "model",
+    "run",
+    "scope",
+    "seed",
+    "neuron_set",
+    "draw",
+    "metric",
+    "method",
+    "r",
+    "p_value",
+    "ci_low",
+    "ci_high",
+    "n_checkpoints",
+)
 # Scopes of rim.ras.correlation_table shown beside the pooled r, and their columns here.
 # The variants of RAS's inputs (rim.activations.RAS_INPUTS; docs/method.md#ras-inputs), in row order.
 RAS_INPUT_TITLES = {
@@ -1066,8 +1587,11 @@ RAS_INPUT_TITLES = {
     "base_response": "prompt + the base model's response (fixed tokens)",
     "prompt_only": "the prompt only",
 }
-CORRELATION_VARIANTS = {"pooled_without_base": "r_without_base", "partial_step": "r_partial_step",
-                        "seed_mean": "r_seed_mean"}
+CORRELATION_VARIANTS = {
+    "pooled_without_base": "r_without_base",
+    "partial_step": "r_partial_step",
+    "seed_mean": "r_seed_mean",
+}
 
 
 def ras_data(
@@ -1086,8 +1610,12 @@ def ras_data(
     figure = "ras"
     require(ras, RAS_COLUMNS, figure, "ras")
     require(correlations, CORRELATION_COLUMNS, figure, "correlations")
-    panels = [("safety neurons", "safety", metric, None), (f"random neurons, draw {random_draw + 1}", "random", metric, random_draw),
-              ("all neurons", "all", metric, None), ("KL baseline", "none", "kl", None)]
+    panels = [
+        ("safety neurons", "safety", metric, None),
+        (f"random neurons, draw {random_draw + 1}", "random", metric, random_draw),
+        ("all neurons", "all", metric, None),
+        ("KL baseline", "none", "kl", None),
+    ]
     # Tables from before the variants of RAS's inputs have one, the checkpoint's own responses.
     ras = ras if "inputs" in ras else ras.assign(inputs="own_response")
     correlations = correlations if "inputs" in correlations else correlations.assign(inputs="own_response")
@@ -1115,7 +1643,12 @@ def ras_data(
         # The base model is step 0 of every seed: one point for it.
         rows = rows.drop_duplicates(subset=[*keys, "checkpoint"]).copy()
         stats = corr.set_index(keys)[
-            [c for c in ("r", "p_value", "ci_low", "ci_high", "n_checkpoints", "mean_r_over_draws", "n_draws") if c in corr]]
+            [
+                c
+                for c in ("r", "p_value", "ci_low", "ci_high", "n_checkpoints", "mean_r_over_draws", "n_draws")
+                if c in corr
+            ]
+        ]
         stats = stats.rename(columns={"ci_low": "r_ci_low", "ci_high": "r_ci_high"})
         rows = rows.join(stats, on=keys)
         mine = variants[(variants["neuron_set"] == neuron_set) & (variants["metric"] == panel_metric)]
@@ -1123,22 +1656,50 @@ def ras_data(
             mine = mine[mine["draw"] == draw]
         for scope, column in CORRELATION_VARIANTS.items():
             scoped = mine[mine["scope"] == scope].set_index(keys)
-            renamed = {"r": column, "ci_low": f"{column}_ci_low", "ci_high": f"{column}_ci_high", "n_seeds": f"{column}_n_seeds"}
+            renamed = {
+                "r": column,
+                "ci_low": f"{column}_ci_low",
+                "ci_high": f"{column}_ci_high",
+                "n_seeds": f"{column}_n_seeds",
+            }
             rows = rows.join(scoped[[c for c in renamed if c in scoped]].rename(columns=renamed), on=keys)
         rows["panel"], rows["panel_order"] = panel, order
         parts.append(rows)
     if not parts:
         raise FigureError(f"figure '{figure}': no rows to plot (no {metric} or kl rows in the ras table)")
     frame = pd.concat(parts, ignore_index=True)
-    frame["seed_label"] = np.where(frame["checkpoint"] == "base", "base model",
-                                   "seed " + frame["seed"].astype("Int64").astype(str))
+    frame["seed_label"] = np.where(
+        frame["checkpoint"] == "base", "base model", "seed " + frame["seed"].astype("Int64").astype(str)
+    )
     for column in ("misalignment_rate_ci_low", "misalignment_rate_ci_high"):
         if column not in frame:
             frame[column] = np.nan
     frame["method"] = method
-    keep = ["model", "run", "inputs", "panel", "panel_order", "neuron_set", "draw", "set_size", "metric", "checkpoint", "seed",
-            "seed_label", "step", "value", "misalignment_rate", "misalignment_rate_ci_low", "misalignment_rate_ci_high",
-            "method", "r", "p_value", "r_ci_low", "r_ci_high", "n_checkpoints"]
+    keep = [
+        "model",
+        "run",
+        "inputs",
+        "panel",
+        "panel_order",
+        "neuron_set",
+        "draw",
+        "set_size",
+        "metric",
+        "checkpoint",
+        "seed",
+        "seed_label",
+        "step",
+        "value",
+        "misalignment_rate",
+        "misalignment_rate_ci_low",
+        "misalignment_rate_ci_high",
+        "method",
+        "r",
+        "p_value",
+        "r_ci_low",
+        "r_ci_high",
+        "n_checkpoints",
+    ]
     keep += [c for c in ("mean_r_over_draws", "n_draws") if c in frame]
     keep += [c for c in frame.columns if c.startswith(tuple(CORRELATION_VARIANTS.values()))]
     order = {variant: index for index, variant in enumerate(RAS_INPUT_TITLES)}
@@ -1156,8 +1717,10 @@ def correlation_title(row: Mapping, method: str = "pearson") -> list[str]:
     if r is None or pd.isna(r):
         second = f"{symbol} undefined ({int(row.get('n_checkpoints') or 0)} checkpoints or no variation)"
     else:
-        second = (f"{symbol} = {r:.2f} [{_num(row.get('r_ci_low'))}, {_num(row.get('r_ci_high'))}], "
-                  f"p {_p(row.get('p_value'))}, {int(row['n_checkpoints'])} checkpoints")
+        second = (
+            f"{symbol} = {r:.2f} [{_num(row.get('r_ci_low'))}, {_num(row.get('r_ci_high'))}], "
+            f"p {_p(row.get('p_value'))}, {int(row['n_checkpoints'])} checkpoints"
+        )
     lines = [name, second]
     variants = []
     if not pd.isna(row.get("r_without_base", np.nan)):
@@ -1168,8 +1731,10 @@ def correlation_title(row: Mapping, method: str = "pearson") -> list[str]:
         lines.append(", ".join(variants))
     if not pd.isna(row.get("r_seed_mean", np.nan)):
         seeds = int(row.get("r_seed_mean_n_seeds") or 0)
-        lines.append(f"mean of per-seed r = {row['r_seed_mean']:.2f} [{_num(row.get('r_seed_mean_ci_low'))}, "
-                     f"{_num(row.get('r_seed_mean_ci_high'))}] over {seeds} seeds")
+        lines.append(
+            f"mean of per-seed r = {row['r_seed_mean']:.2f} [{_num(row.get('r_seed_mean_ci_low'))}, "
+            f"{_num(row.get('r_seed_mean_ci_high'))}] over {seeds} seeds"
+        )
     if not pd.isna(row.get("mean_r_over_draws", np.nan)):
         lines.append(f"mean r over {int(row['n_draws'])} random draws = {row['mean_r_over_draws']:.2f}")
     return lines
@@ -1190,46 +1755,93 @@ def _p(value) -> str:
 
 def draw_ras(frame: pd.DataFrame, *, width: int = 210, height: int = 190, metric: str = "ras_harmonic"):
     seeds = sorted(frame["seed_label"].unique(), key=lambda s: (s != "base model", s))
-    color = alt.Color("seed_label:N", title="Checkpoint of", sort=seeds,
-                      scale=alt.Scale(domain=seeds, range=["#000000", *_tableau(len(seeds) - 1)]),
-                      legend=alt.Legend(symbolType="circle", symbolOpacity=1))
+    color = alt.Color(
+        "seed_label:N",
+        title="Checkpoint of",
+        sort=seeds,
+        scale=alt.Scale(domain=seeds, range=["#000000", *_tableau(len(seeds) - 1)]),
+        legend=alt.Legend(symbolType="circle", symbolOpacity=1),
+    )
     rows = []
     order = {variant: index for index, variant in enumerate(RAS_INPUT_TITLES)}
-    for (model, run, inputs), by_run in sorted(frame.groupby(["model", "run", "inputs"], sort=False),
-                                               key=lambda item: (item[0][0], item[0][1], order.get(item[0][2], len(order)))):
+    for (model, run, inputs), by_run in sorted(
+        frame.groupby(["model", "run", "inputs"], sort=False),
+        key=lambda item: (item[0][0], item[0][1], order.get(item[0][2], len(order))),
+    ):
         charts = []
         for _, part in by_run.groupby("panel_order", sort=True):
             first = part.iloc[0]
-            x_title = "KL(base || checkpoint) on math inputs" if first["neuron_set"] == "none" else RAS_TITLES.get(metric, metric)
+            x_title = (
+                "KL(base || checkpoint) on math inputs"
+                if first["neuron_set"] == "none"
+                else RAS_TITLES.get(metric, metric)
+            )
             largest = float(np.nanmax(np.abs(part["value"]))) if part["value"].notna().any() else 0.0
             # Tiny shifts (a KL of 1e-6) read better in scientific notation.
             number = ".1~e" if 0 < largest < 1e-2 else ".2~g"
-            base = alt.Chart(part).encode(x=alt.X("value:Q", title=x_title, scale=alt.Scale(zero=False),
-                                                  axis=alt.Axis(format=number, tickCount=5)))
-            y = alt.Y("misalignment_rate:Q", title="Misalignment rate (95% CI)", axis=alt.Axis(format="%"),
-                      scale=alt.Scale(zero=False))
-            whiskers = base.mark_rule(opacity=0.45).encode(y="misalignment_rate_ci_low:Q", y2="misalignment_rate_ci_high:Q",
-                                                           color=color)
-            fit = base.transform_regression("value", "misalignment_rate").mark_line(color="#555555", strokeDash=[5, 3]).encode(y=y)
+            base = alt.Chart(part).encode(
+                x=alt.X(
+                    "value:Q", title=x_title, scale=alt.Scale(zero=False), axis=alt.Axis(format=number, tickCount=5)
+                )
+            )
+            y = alt.Y(
+                "misalignment_rate:Q",
+                title="Misalignment rate (95% CI)",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(zero=False),
+            )
+            whiskers = base.mark_rule(opacity=0.45).encode(
+                y="misalignment_rate_ci_low:Q", y2="misalignment_rate_ci_high:Q", color=color
+            )
+            fit = (
+                base.transform_regression("value", "misalignment_rate")
+                .mark_line(color="#555555", strokeDash=[5, 3])
+                .encode(y=y)
+            )
             points = base.mark_point(filled=True, size=55, opacity=0.9).encode(
-                y=y, color=color,
-                tooltip=["checkpoint:N", "step:Q", alt.Tooltip("value:Q", format=".4g"),
-                         alt.Tooltip("misalignment_rate:Q", format=".1%")])
+                y=y,
+                color=color,
+                tooltip=[
+                    "checkpoint:N",
+                    "step:Q",
+                    alt.Tooltip("value:Q", format=".4g"),
+                    alt.Tooltip("misalignment_rate:Q", format=".1%"),
+                ],
+            )
             title = correlation_title(first.to_dict(), first["method"])
-            charts.append(alt.layer(whiskers, fit, points).properties(
-                width=width, height=height, title=alt.TitleParams(title, fontSize=12, anchor="start")))
+            charts.append(
+                alt.layer(whiskers, fit, points).properties(
+                    width=width, height=height, title=alt.TitleParams(title, fontSize=12, anchor="start")
+                )
+            )
         label = f"{model}, fine-tuned on {run}; activations on {RAS_INPUT_TITLES.get(inputs, inputs)}"
         rows.append(grid(charts, 2).properties(title=alt.TitleParams(label, fontSize=13, anchor="start")))
     chart = alt.vconcat(*rows, spacing=28).resolve_scale(color="shared", shape="shared")
-    return finish(chart, "RAS vs misalignment across the checkpoints of fine-tuning",
-                  ["One point per checkpoint (whiskers: 95% CI of its misalignment rate; dashed: least-squares fit).",
-                   "Panel titles: correlation over the checkpoints of all seeds [95% bootstrap CI], two-sided p (these",
-                   "points are not independent); r without the base model; partial r controlling for the training step;",
-                   "the mean of the per-seed r [95% t interval over seeds], the one to quote"])
+    return finish(
+        chart,
+        "RAS vs misalignment across the checkpoints of fine-tuning",
+        [
+            "One point per checkpoint (whiskers: 95% CI of its misalignment rate; dashed: least-squares fit).",
+            "Panel titles: correlation over the checkpoints of all seeds [95% bootstrap CI], two-sided p (these",
+            "points are not independent); r without the base model; partial r controlling for the training step;",
+            "the mean of the per-seed r [95% t interval over seeds], the one to quote",
+        ],
+    )
 
 
 def _tableau(n: int) -> list[str]:
-    colors = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
+    colors = [
+        "#4c78a8",
+        "#f58518",
+        "#54a24b",
+        "#e45756",
+        "#72b7b2",
+        "#eeca3b",
+        "#b279a2",
+        "#ff9da6",
+        "#9d755d",
+        "#bab0ac",
+    ]
     return [colors[i % len(colors)] for i in range(n)]
 
 
@@ -1285,7 +1897,9 @@ def build(name: str, tables: Mapping[str, pd.DataFrame], settings: Mapping[str, 
     unknown = sorted(set(settings) - data_keys - draw_keys)
     if unknown:
         raise ConfigError(f"figure '{name}': unknown setting(s) {', '.join(unknown)} (config block figures.{name})")
-    frame = spec.data(*(tables[table] for table in spec.tables), **{k: v for k, v in settings.items() if k in data_keys})
+    frame = spec.data(
+        *(tables[table] for table in spec.tables), **{k: v for k, v in settings.items() if k in data_keys}
+    )
     chart = spec.draw(frame, **{k: v for k, v in settings.items() if k in draw_keys})
     return frame, chart
 
@@ -1318,15 +1932,23 @@ def html_page(chart, bundle: str | None = None) -> str:
 
     return INLINE_HTML_TEMPLATE.render(
         spec=json.dumps(chart.to_dict()),
-        embed_options=json.dumps({"mode": "vega-lite", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}),
+        embed_options=json.dumps(
+            {"mode": "vega-lite", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}
+        ),
         output_div="vis",
         vegalite_version=alt.SCHEMA_VERSION.lstrip("v"),
         vegaembed_script=bundle if bundle is not None else vega_bundle(),
     )
 
 
-def save(chart, *, html: str | Path | None = None, static: str | Path | None = None, bundle: str | None = None,
-         scale: float = 2.0) -> None:
+def save(
+    chart,
+    *,
+    html: str | Path | None = None,
+    static: str | Path | None = None,
+    bundle: str | None = None,
+    scale: float = 2.0,
+) -> None:
     """Write the interactive page and the static image (PNG or SVG, from the suffix), each atomically."""
     if html is not None:
         with atomic_path(html) as tmp:

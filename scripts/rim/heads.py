@@ -53,7 +53,9 @@ def region_move(adapter, move_config: Mapping) -> RegionMove:
     if unknown:
         from rim.errors import ConfigError
 
-        raise ConfigError(f"config key 'heads.detection.move.{key}': unknown regions {unknown}; known: {', '.join(REGIONS)}")
+        raise ConfigError(
+            f"config key 'heads.detection.move.{key}': unknown regions {unknown}; known: {', '.join(REGIONS)}"
+        )
     return move
 
 
@@ -119,7 +121,13 @@ def attention_argmax(loaded, prompts: Sequence[LabelledPrompt], batch_size: int 
             chunk = order[start : start + batch_size]
             sequences = [prompts[i].input_ids[: prompts[i].prompt_length] for i in chunk]
             ids, mask = left_pad(sequences, pad_id, device)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), output_attentions=True, logits_to_keep=1)
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=position_ids(mask),
+                output_attentions=True,
+                logits_to_keep=1,
+            )
             if not out.attentions or out.attentions[0] is None:
                 raise RuntimeError("the model returned no attention weights (it needs eager attention)")
             last_row = torch.stack([layer[:, :, -1, :] for layer in out.attentions], dim=1)
@@ -132,7 +140,9 @@ def attention_argmax(loaded, prompts: Sequence[LabelledPrompt], batch_size: int 
     return np.stack(result)
 
 
-def argmax_table(prompt_ids: Sequence[str], mode: str, prompts: Sequence[LabelledPrompt], keys: np.ndarray) -> pd.DataFrame:
+def argmax_table(
+    prompt_ids: Sequence[str], mode: str, prompts: Sequence[LabelledPrompt], keys: np.ndarray
+) -> pd.DataFrame:
     """Tidy table: one row per (prompt, layer, head) with the argmax key position and its region."""
     n, layers, heads = keys.shape
     frames = []
@@ -237,7 +247,9 @@ def top_refusal_heads(
     return [(int(layer), int(head)) for layer, head in zip(chosen["layer"], chosen["head"])]
 
 
-def random_heads_like(heads: Sequence[tuple[int, int]], num_heads: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+def random_heads_like(
+    heads: Sequence[tuple[int, int]], num_heads: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
     """As many random heads per layer as ``heads`` has there, excluding ``heads`` (docs/method.md#5-refusal-heads).
 
     Where a layer has too few other heads, the draw takes all of them (and is smaller).
@@ -245,7 +257,7 @@ def random_heads_like(heads: Sequence[tuple[int, int]], num_heads: int, rng: np.
     chosen = set(heads)
     drawn: list[tuple[int, int]] = []
     for layer in sorted({layer for layer, _ in heads}):
-        count = sum(1 for l, _ in heads if l == layer)
+        count = sum(1 for other, _ in heads if other == layer)
         others = [head for head in range(num_heads) if (layer, head) not in chosen]
         picked = rng.choice(others, size=min(count, len(others)), replace=False) if others else []
         drawn += [(layer, int(head)) for head in sorted(picked)]
@@ -287,7 +299,9 @@ def mean_head_inputs(loaded, prompts: Sequence[LabelledPrompt], batch_size: int 
 
 
 # ----- head ablation (docs/method.md#5-refusal-heads, causal test) -----------------------------
-def ablation_conditions(refusal_heads: Sequence[tuple[int, int]], num_heads: int, draws: int, seed: int) -> dict[str, list[tuple[int, int]]]:
+def ablation_conditions(
+    refusal_heads: Sequence[tuple[int, int]], num_heads: int, draws: int, seed: int
+) -> dict[str, list[tuple[int, int]]]:
     """Condition name -> heads to ablate: ``none``, ``refusal_heads``, ``random_<i>`` per draw."""
     rng = np.random.default_rng(seed)
     conditions: dict[str, list[tuple[int, int]]] = {"none": [], "refusal_heads": list(refusal_heads)}
@@ -327,10 +341,23 @@ def ablation_effects(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, 
             for condition, change in changes.items():
                 estimate = bootstrap(change.to_numpy(dtype=float), n_boot=n_boot, seed=seed)
                 statistic = "refusal_minus_random" if condition == "refusal_minus_random" else "change_from_none"
-                rows.append({"mode": mode, "kind": kind, "condition": condition, "metric": metric, "judge": judge,
-                             "statistic": statistic, "value": estimate.value, "ci_low": estimate.ci_low,
-                             "ci_high": estimate.ci_high, "n": estimate.n})
-    return pd.DataFrame(rows, columns=["mode", "kind", "condition", "metric", "judge", "statistic", "value", "ci_low", "ci_high", "n"])
+                rows.append(
+                    {
+                        "mode": mode,
+                        "kind": kind,
+                        "condition": condition,
+                        "metric": metric,
+                        "judge": judge,
+                        "statistic": statistic,
+                        "value": estimate.value,
+                        "ci_low": estimate.ci_low,
+                        "ci_high": estimate.ci_high,
+                        "n": estimate.n,
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["mode", "kind", "condition", "metric", "judge", "statistic", "value", "ci_low", "ci_high", "n"]
+    )
 
 
 def heads_label(heads: Sequence[tuple[int, int]]) -> str:
@@ -345,4 +372,3 @@ def select_head_prompts(table_path: str, prompt_set: Mapping) -> pd.DataFrame:
 
     settings = EvaluationSettings.from_params(prompt_set, name=prompt_set.get("name"))
     return select_prompts(read_table(table_path), settings, source=str(table_path))
-

@@ -12,7 +12,11 @@ from rim.errors import ConfigError
 
 PROBES = ("harmful_vs_harmless", "refused_vs_fulfilled")
 # Per judge: the evaluation column that says "refused", and whether it says the opposite.
-VERDICTS = {"phrases": ("phrases_refused", False), "rubric": ("rubric_misaligned", True), "classifier": ("classifier_misaligned", True)}
+VERDICTS = {
+    "phrases": ("phrases_refused", False),
+    "rubric": ("rubric_misaligned", True),
+    "classifier": ("classifier_misaligned", True),
+}
 
 
 def heads_prompt_set(config: Mapping, block: str) -> dict:
@@ -88,8 +92,9 @@ def probe_plan(config: Mapping, ckpt: str) -> list[dict]:
 
     block = config["probes"]
     residual = set(config.get("activations", {}).get("residual_inputs", []))
-    dumped = {f"{prompt_set}/{mode}" for prompt_set, mode, _, responses in dump_input_keys(config, ckpt)
-              if responses == "own"} & residual
+    dumped = {
+        f"{prompt_set}/{mode}" for prompt_set, mode, _, responses in dump_input_keys(config, ckpt) if responses == "own"
+    } & residual
     plan = []
     for probe in block["probes"]:
         for mode in block["modes"]:
@@ -114,13 +119,17 @@ def check_config(config: Mapping) -> None:
         if name not in sets:
             raise ConfigError(f"config key '{key}': '{name}' is not defined under 'evaluation.prompt_sets'")
         if sets[name].get("kind") != "harmful":
-            raise ConfigError(f"config key '{key}': prompt set '{name}' is of kind {sets[name].get('kind')}, not harmful")
+            raise ConfigError(
+                f"config key '{key}': prompt set '{name}' is of kind {sets[name].get('kind')}, not harmful"
+            )
 
     runs = config.get("training", {}).get("runs", {})
     for block in ("heads", "patching", "probes"):
         for index, run in enumerate((config.get(block, {}).get("checkpoints", {}) or {}).get("runs") or []):
             if run not in runs:
-                raise ConfigError(f"config key '{block}.checkpoints.runs[{index}]': run '{run}' is not defined under 'training.runs'")
+                raise ConfigError(
+                    f"config key '{block}.checkpoints.runs[{index}]': run '{run}' is not defined under 'training.runs'"
+                )
     heads = config.get("heads")
     if heads:
         harmful_set("heads.prompts.prompt_set", heads["prompts"]["prompt_set"])
@@ -128,9 +137,13 @@ def check_config(config: Mapping) -> None:
         for key in ("on_mode", "off_mode"):
             mode_exists(f"heads.detection.{key}", detection[key])
         if modes.get(detection["on_mode"], {}).get("thinking") is not True:
-            raise ConfigError(f"config key 'heads.detection.on_mode': mode '{detection['on_mode']}' does not switch thinking on")
+            raise ConfigError(
+                f"config key 'heads.detection.on_mode': mode '{detection['on_mode']}' does not switch thinking on"
+            )
         if modes.get(detection["off_mode"], {}).get("thinking") is not False:
-            raise ConfigError(f"config key 'heads.detection.off_mode': mode '{detection['off_mode']}' does not switch thinking off")
+            raise ConfigError(
+                f"config key 'heads.detection.off_mode': mode '{detection['off_mode']}' does not switch thinking off"
+            )
         for index, name in enumerate(heads["ablation"]["modes"]):
             mode_exists(f"heads.ablation.modes[{index}]", name)
     patching = config.get("patching")
@@ -143,7 +156,9 @@ def check_config(config: Mapping) -> None:
     if probes:
         harmful_set("probes.harmful", probes["harmful"])
         if probes["harmless"] not in sets:
-            raise ConfigError(f"config key 'probes.harmless': '{probes['harmless']}' is not defined under 'evaluation.prompt_sets'")
+            raise ConfigError(
+                f"config key 'probes.harmless': '{probes['harmless']}' is not defined under 'evaluation.prompt_sets'"
+            )
         for index, name in enumerate(probes["modes"]):
             mode_exists(f"probes.modes[{index}]", name)
         judges = config.get("evaluation", {}).get("judges", {})

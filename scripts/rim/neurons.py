@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from rim.errors import ConfigError, DataError, RimError
+
+if TYPE_CHECKING:  # pandas is imported where it is used: the config checks here stay light
+    import pandas as pd
 
 SELECTIONS = ("intersection", "frequency")
 RANDOM_MATCHING = ("global", "layer")
@@ -49,7 +52,9 @@ def pair_shifts(
     """
     plain, intent = np.asarray(plain), np.asarray(intent)
     if plain.shape[1:] != intent.shape[1:]:
-        raise DataError(f"plain and -MI activations differ in shape: {plain.shape[1:]} vs {intent.shape[1:]}", source=source)
+        raise DataError(
+            f"plain and -MI activations differ in shape: {plain.shape[1:]} vs {intent.shape[1:]}", source=source
+        )
     intent_row = {str(pid): row for row, pid in enumerate(intent_ids)}
     common = [(str(pid), row) for row, pid in enumerate(plain_ids) if str(pid) in intent_row]
     if not common:
@@ -72,7 +77,9 @@ def top_m(shifts: np.ndarray, m: int) -> np.ndarray:
     shifts = np.asarray(shifts)
     n_units = shifts.shape[1]
     if not 1 <= m <= n_units:
-        raise ConfigError(f"config key 'neurons.top_m' must be between 1 and the number of neurons ({n_units}), got {m}")
+        raise ConfigError(
+            f"config key 'neurons.top_m' must be between 1 and the number of neurons ({n_units}), got {m}"
+        )
     # A stable sort of the negated shifts keeps the choice deterministic under ties.
     order = np.argsort(-shifts, axis=1, kind="stable")[:, :m]
     selected = np.zeros(shifts.shape, dtype=bool)
@@ -97,7 +104,9 @@ def required_pairs(n_pairs: int, selection: str, min_fraction: float) -> int:
     raise ConfigError(f"config key 'neurons.selection': '{selection}' is not one of {', '.join(SELECTIONS)}")
 
 
-def safety_neurons(shifts: np.ndarray, m: int, selection: str = "intersection", min_fraction: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def safety_neurons(
+    shifts: np.ndarray, m: int, selection: str = "intersection", min_fraction: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """A_safe as sorted flat indices, and every neuron's selection frequency.
 
     An empty set is an error that says which m or q would give a non-empty one.
@@ -141,7 +150,9 @@ def random_neuron_sets(
         if matching == "global":
             pool = np.flatnonzero(available)
             if pool.size < reference.size:
-                raise ConfigError(f"cannot draw {reference.size} random neurons from the {pool.size} outside the safety set")
+                raise ConfigError(
+                    f"cannot draw {reference.size} random neurons from the {pool.size} outside the safety set"
+                )
             chosen = rng.choice(pool, size=reference.size, replace=False)
         elif matching == "layer":
             chosen_parts = []
@@ -153,7 +164,9 @@ def random_neuron_sets(
                 chosen_parts.append(rng.choice(pool, size=count, replace=False))
             chosen = np.concatenate(chosen_parts) if chosen_parts else np.array([], dtype=np.int64)
         else:
-            raise ConfigError(f"config key 'neurons.random_matching': '{matching}' is not one of {', '.join(RANDOM_MATCHING)}")
+            raise ConfigError(
+                f"config key 'neurons.random_matching': '{matching}' is not one of {', '.join(RANDOM_MATCHING)}"
+            )
         sets.append(np.sort(chosen.astype(np.int64)))
     return sets
 
@@ -207,11 +220,15 @@ def dose_conditions(scores: "pd.DataFrame", sizes: Sequence[int], draws: int, se
                 f"config key 'neurons.zeroing.sizes': {size} must be between 1 and the number of neurons minus one "
                 f"({len(ordered) - 1})"
             )
-        out[f"top_{size}"] = ZeroingCondition("safety_top", size, None, units_by_layer(zip(layers[:size], neurons[:size])))
+        out[f"top_{size}"] = ZeroingCondition(
+            "safety_top", size, None, units_by_layer(zip(layers[:size], neurons[:size]))
+        )
         for draw in range(draws):
             rng = np.random.default_rng([seed, size, draw])
             picked = np.sort(rng.choice(np.arange(size, len(ordered)), size=size, replace=False))
-            out[f"random_{size}_{draw}"] = ZeroingCondition("random", size, draw, units_by_layer(zip(layers[picked], neurons[picked])))
+            out[f"random_{size}_{draw}"] = ZeroingCondition(
+                "random", size, draw, units_by_layer(zip(layers[picked], neurons[picked]))
+            )
     return out
 
 
@@ -232,9 +249,13 @@ def check_config(config) -> None:
     prompt_sets = config.get("evaluation", {}).get("prompt_sets", {})
     modes = config.get("prompt_modes", {})
     neurons, ras, activations = config.get("neurons", {}), config.get("ras", {}), config.get("activations", {})
-    named = [("neurons.plain", neurons.get("plain")), ("neurons.intent", neurons.get("intent")),
-             ("ras.safety_inputs", ras.get("safety_inputs")), ("ras.math_inputs", ras.get("math_inputs")),
-             ("ras.over_refusal_inputs", ras.get("over_refusal_inputs"))]
+    named = [
+        ("neurons.plain", neurons.get("plain")),
+        ("neurons.intent", neurons.get("intent")),
+        ("ras.safety_inputs", ras.get("safety_inputs")),
+        ("ras.math_inputs", ras.get("math_inputs")),
+        ("ras.over_refusal_inputs", ras.get("over_refusal_inputs")),
+    ]
     named += [(f"activations.extra_inputs[{i}]", entry) for i, entry in enumerate(activations.get("extra_inputs", []))]
     for key, entry in named:
         if not entry:
@@ -246,22 +267,31 @@ def check_config(config) -> None:
             )
         if entry["mode"] not in modes:
             raise ConfigError(f"config key '{key}.mode': '{entry['mode']}' is not defined under 'prompt_modes'")
-    expected_kinds = (("neurons.plain", "harmful"), ("neurons.intent", "harmful"), ("ras.safety_inputs", "harmful"),
-                      ("ras.math_inputs", "math"), ("ras.over_refusal_inputs", "harmless"))
+    expected_kinds = (
+        ("neurons.plain", "harmful"),
+        ("neurons.intent", "harmful"),
+        ("ras.safety_inputs", "harmful"),
+        ("ras.math_inputs", "math"),
+        ("ras.over_refusal_inputs", "harmless"),
+    )
     for key, kind in expected_kinds:
         entry = dict(named)[key]
         if entry and prompt_sets[entry["prompt_set"]].get("kind") != kind:
             raise ConfigError(
-                f"config key '{key}.prompt_set': '{entry['prompt_set']}' is a {prompt_sets[entry['prompt_set']].get('kind')} "
+                f"config key '{key}.prompt_set': '{entry['prompt_set']}' is a "
+                f"{prompt_sets[entry['prompt_set']].get('kind')} "
                 f"prompt set; this needs a {kind} one"
             )
     if neurons.get("plain") and neurons.get("plain") == neurons.get("intent"):
-        raise ConfigError("config keys 'neurons.plain' and 'neurons.intent' name the same input set; intent needs the -MI prompts")
+        raise ConfigError(
+            "config keys 'neurons.plain' and 'neurons.intent' name the same input set; intent needs the -MI prompts"
+        )
     dumped = {f"{e['prompt_set']}/{e['mode']}" for _, e in named[:4] + named[5:] if e}
     for name in activations.get("residual_inputs", []):
         if name not in dumped:
             raise ConfigError(
-                f"config key 'activations.residual_inputs': '{name}' is not a dumped input set; dumped: {', '.join(sorted(dumped))} "
+                f"config key 'activations.residual_inputs': '{name}' is not a dumped input set; dumped: "
+                f"{', '.join(sorted(dumped))} "
                 "(add it to activations.extra_inputs)"
             )
     zeroing = neurons.get("zeroing", {})
@@ -272,13 +302,20 @@ def check_config(config) -> None:
         )
     for name in zeroing.get("prompt_sets", []):
         if name not in prompt_sets:
-            raise ConfigError(f"config key 'neurons.zeroing.prompt_sets': '{name}' is not defined under 'evaluation.prompt_sets'")
+            raise ConfigError(
+                f"config key 'neurons.zeroing.prompt_sets': '{name}' is not defined under 'evaluation.prompt_sets'"
+            )
     if zeroing and zeroing.get("mode") not in modes:
-        raise ConfigError(f"config key 'neurons.zeroing.mode': '{zeroing.get('mode')}' is not defined under 'prompt_modes'")
+        raise ConfigError(
+            f"config key 'neurons.zeroing.mode': '{zeroing.get('mode')}' is not defined under 'prompt_modes'"
+        )
     runs = config.get("training", {}).get("runs", {})
     for run in ras.get("runs") or []:
         if run not in runs:
-            raise ConfigError(f"config key 'ras.runs': '{run}' is not defined under 'training.runs' (defined: {', '.join(runs) or 'none'})")
+            raise ConfigError(
+                f"config key 'ras.runs': '{run}' is not defined under 'training.runs' (defined: "
+                f"{', '.join(runs) or 'none'})"
+            )
 
 
 def zeroing_params(config) -> dict:
@@ -294,7 +331,9 @@ def zeroing_params(config) -> dict:
         "mode": dict(config["prompt_modes"][block["mode"]]),
         "prompt_sets": prompt_sets,
         "generation": dict(evaluation.get("generation", {})),
-        "judges": {name: applicable_judges(evaluation.get("judges", {}), entry["kind"]) for name, entry in prompt_sets.items()},
+        "judges": {
+            name: applicable_judges(evaluation.get("judges", {}), entry["kind"]) for name, entry in prompt_sets.items()
+        },
     }
 
 
@@ -306,11 +345,15 @@ def zeroing_conditions(sets: pd.DataFrame, random_draws: int) -> dict[str, Zeroi
     safety = sets[sets["neuron_set"] == "safety"]
     out = {
         "none": ZeroingCondition("none", 0, None, None),
-        "safety": ZeroingCondition("safety_set", len(safety), None, units_by_layer(zip(safety["layer"], safety["neuron"]))),
+        "safety": ZeroingCondition(
+            "safety_set", len(safety), None, units_by_layer(zip(safety["layer"], safety["neuron"]))
+        ),
     }
     for draw in range(random_draws):
         part = sets[(sets["neuron_set"] == "random") & (sets["draw"] == draw)]
-        out[f"random_{draw}"] = ZeroingCondition("random", len(part), draw, units_by_layer(zip(part["layer"], part["neuron"])))
+        out[f"random_{draw}"] = ZeroingCondition(
+            "random", len(part), draw, units_by_layer(zip(part["layer"], part["neuron"]))
+        )
     return out
 
 
@@ -332,9 +375,20 @@ def paired_changes(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0, outco
             if np.isnan(difference).all():
                 continue
             estimate = bootstrap(difference, n_boot=n_boot, seed=seed)
-            rows.append({"prompt_set": prompt_set, "kind": kind, "condition": condition, "metric": metric, "judge": judge,
-                         "statistic": "change_from_none", "value": estimate.value, "ci_low": estimate.ci_low,
-                         "ci_high": estimate.ci_high, "n": estimate.n})
+            rows.append(
+                {
+                    "prompt_set": prompt_set,
+                    "kind": kind,
+                    "condition": condition,
+                    "metric": metric,
+                    "judge": judge,
+                    "statistic": "change_from_none",
+                    "value": estimate.value,
+                    "ci_low": estimate.ci_low,
+                    "ci_high": estimate.ci_high,
+                    "n": estimate.n,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -348,7 +402,9 @@ def _per_prompt_values(frame: pd.DataFrame, outcomes):
         for metric, judge, column, kinds, values, _binary in METRICS:
             if column not in part or (kinds is not None and kind not in kinds):
                 continue
-            wide = part.assign(_v=values(part, convention)).pivot_table(index="prompt_id", columns="condition", values="_v", aggfunc="first")
+            wide = part.assign(_v=values(part, convention)).pivot_table(
+                index="prompt_id", columns="condition", values="_v", aggfunc="first"
+            )
             if "none" in wide:
                 yield (prompt_set, kind, metric, judge), wide
 
@@ -381,8 +437,21 @@ def dose_response(
             if np.isnan(difference).all():
                 continue
             estimate = bootstrap(difference, n_boot=n_boot, seed=seed)
-            rows.append({"prompt_set": prompt_set, "kind": kind, "condition": f"{family}_{size}", "neuron_family": family,
-                         "zeroed_neurons": size, "draws": len(present), "metric": metric, "judge": judge,
-                         "statistic": "dose_change", "value": estimate.value, "ci_low": estimate.ci_low,
-                         "ci_high": estimate.ci_high, "n": estimate.n})
+            rows.append(
+                {
+                    "prompt_set": prompt_set,
+                    "kind": kind,
+                    "condition": f"{family}_{size}",
+                    "neuron_family": family,
+                    "zeroed_neurons": size,
+                    "draws": len(present),
+                    "metric": metric,
+                    "judge": judge,
+                    "statistic": "dose_change",
+                    "value": estimate.value,
+                    "ci_low": estimate.ci_low,
+                    "ci_high": estimate.ci_high,
+                    "n": estimate.n,
+                }
+            )
     return pd.DataFrame(rows)

@@ -76,7 +76,9 @@ def _score(logits: torch.Tensor, refusal_ids: Sequence[int]) -> torch.Tensor:
 
 # ----- head outputs of the source run ----------------------------------------------------------
 @torch.no_grad()
-def head_inputs(loaded, sequences: Sequence[Sequence[int]], positions: str = "last", batch_size: int = 8) -> list[torch.Tensor]:
+def head_inputs(
+    loaded, sequences: Sequence[Sequence[int]], positions: str = "last", batch_size: int = 8
+) -> list[torch.Tensor]:
     """Per prompt, [layers, patched positions, heads * head_dim]: the input of every attention
     output projection at the patched positions (the last one, or all), on the CPU in float32."""
     _check_positions(positions)
@@ -110,7 +112,7 @@ def head_inputs(loaded, sequences: Sequence[Sequence[int]], positions: str = "la
 def _patch_hooks(loaded, rows: Sequence[tuple[int, int]], source: torch.Tensor) -> dict[str, Callable]:
     """Forward-pre hooks on the output projections: row k of the batch gets head rows[k] from
     ``source`` ([layers, S, width]) at the last S positions of the sequence it is given."""
-    adapter, model = loaded.adapter, loaded.model
+    adapter = loaded.adapter
     _, _, head_dim = _grid(loaded)
     width = source.shape[-1]
     hooks: dict[str, Callable] = {}
@@ -148,7 +150,12 @@ def _check_pair(target: Sequence[int], source: torch.Tensor, positions: str, ind
 # ----- the naive loop: one full forward pass per head ------------------------------------------
 @torch.no_grad()
 def naive_scan(
-    loaded, targets: Sequence[Sequence[int]], sources: Sequence[torch.Tensor], refusal_ids: Sequence[int], positions: str = "last", progress=None
+    loaded,
+    targets: Sequence[Sequence[int]],
+    sources: Sequence[torch.Tensor],
+    refusal_ids: Sequence[int],
+    positions: str = "last",
+    progress=None,
 ) -> np.ndarray:
     """[prompts, layers, heads] effects, each from its own full forward pass of the target."""
     _check_positions(positions)
@@ -202,7 +209,9 @@ def _exact_last(loaded, target: Sequence[int], source: torch.Tensor, refusal_ids
     model(input_ids=ids[:, :-1], use_cache=True, **{keyword: prefix})
     recorded: dict[int, object] = {}
 
-    def last_token(rows: Sequence[tuple[int, int]], count: int, hooks: Mapping[str, Callable], forward: Mapping[str, Callable]):
+    def last_token(
+        rows: Sequence[tuple[int, int]], count: int, hooks: Mapping[str, Callable], forward: Mapping[str, Callable]
+    ):
         cache = copy.deepcopy(prefix)
         if count > 1:
             cache.batch_repeat_interleave(count)
@@ -211,7 +220,9 @@ def _exact_last(loaded, target: Sequence[int], source: torch.Tensor, refusal_ids
         first = min((layer for layer, _ in rows), default=0)
         replay = {earlier: _expand(recorded[earlier], count) for earlier in range(first)}
         with _layers_replayed(loaded, replay), attached(model, forward_pre=hooks, forward=forward):
-            logits = model(input_ids=last, position_ids=where, use_cache=True, logits_to_keep=1, **{keyword: cache}).logits
+            logits = model(
+                input_ids=last, position_ids=where, use_cache=True, logits_to_keep=1, **{keyword: cache}
+            ).logits
         return _score(logits, refusal_ids)
 
     clean = float(last_token([], 1, {}, _record_layers(loaded, recorded))[0])
@@ -246,7 +257,7 @@ def _expand(output, count: int):
 
 def _exact_all(loaded, target: Sequence[int], source: torch.Tensor, refusal_ids, head_batch: int) -> np.ndarray:
     """Record every layer's clean output once; for layer l, replay layers < l and run l.. only."""
-    model, adapter, device = loaded.model, loaded.adapter, loaded.device
+    model, device = loaded.model, loaded.device
     layers, heads, _ = _grid(loaded)
     ids = _as_ids(target, device)
     recorded: dict[int, object] = {}
@@ -363,7 +374,9 @@ def scan_summary(effects: np.ndarray, *, n_boot: int = 1000, seed: int = 0, leve
 
 
 @torch.no_grad()
-def refusal_scores(loaded, sequences: Sequence[Sequence[int]], refusal_ids: Sequence[int], batch_size: int = 8) -> np.ndarray:
+def refusal_scores(
+    loaded, sequences: Sequence[Sequence[int]], refusal_ids: Sequence[int], batch_size: int = 8
+) -> np.ndarray:
     """Clean first-token refusal score of each tokenized prompt (context for the effects)."""
     model, device = loaded.model, loaded.device
     pad_id = loaded.tokenizer.pad_token_id or 0

@@ -65,7 +65,9 @@ class LabelledPrompt:
         return [indices[-1]]
 
 
-def _spans(adapter: "FamilyAdapter", tokenizer, user: str, mode: "PromptMode", prompt: str) -> list[tuple[int, int, str]]:
+def _spans(
+    adapter: "FamilyAdapter", tokenizer, user: str, mode: "PromptMode", prompt: str
+) -> list[tuple[int, int, str]]:
     """Character spans of each region in ``prompt``."""
     spans: list[tuple[int, int, str]] = []
     user_start = prompt.rfind(user)
@@ -81,9 +83,7 @@ def _spans(adapter: "FamilyAdapter", tokenizer, user: str, mode: "PromptMode", p
         header_start = marker_at + len(end_marker)
         spans.append((marker_at, header_start, "end_of_turn"))
     # The template alone (no prefill, no think block of ours) ends where the header ends.
-    bare = adapter._template(
-        tokenizer, adapter._messages(user), thinking=mode.thinking, generation_prompt=True
-    )
+    bare = adapter._template(tokenizer, adapter._messages(user), thinking=mode.thinking, generation_prompt=True)
     header_end = len(bare)
     if adapter.native_thinking:
         think_at = prompt.find(adapter.think_open, header_start)
@@ -117,7 +117,9 @@ def _spans(adapter: "FamilyAdapter", tokenizer, user: str, mode: "PromptMode", p
     return sorted((span for span in spans if span[1] > span[0]), key=lambda span: span[0])
 
 
-def label_prompt(adapter: "FamilyAdapter", tokenizer, user: str, mode: "PromptMode", response: str = "") -> LabelledPrompt:
+def label_prompt(
+    adapter: "FamilyAdapter", tokenizer, user: str, mode: "PromptMode", response: str = ""
+) -> LabelledPrompt:
     """Tokenize prompt (+ response) and name the region of every token."""
     prompt = adapter.render_prompt(tokenizer, user, mode)
     spans = _spans(adapter, tokenizer, user, mode, prompt)

@@ -125,8 +125,19 @@ def probe_rows(
                     ("share_above_threshold", groups[1], len(xb)),
                     ("accuracy", "both", len(xa) + len(xb)),
                 ):
-                    rows.append({**base, "layer": layer, "statistic": statistic, "group": group, "value": np.nan,
-                                 "ci_low": np.nan, "ci_high": np.nan, "n_items": n, "n_calibration_pairs": 0})
+                    rows.append(
+                        {
+                            **base,
+                            "layer": layer,
+                            "statistic": statistic,
+                            "group": group,
+                            "value": np.nan,
+                            "ci_low": np.nan,
+                            "ci_high": np.nan,
+                            "n_items": n,
+                            "n_calibration_pairs": 0,
+                        }
+                    )
             continue
         held = kfold_probe(xa, xb, k=k, seed=seed)
         accuracy = held.accuracy_flags()
@@ -137,11 +148,35 @@ def probe_rows(
                 ("accuracy", "both", accuracy[:, layer]),
             ):
                 estimate = bootstrap(flags.astype(float), n_boot=n_boot, seed=seed)
-                rows.append({**base, "layer": layer, "statistic": statistic, "group": group, "value": estimate.value,
-                             "ci_low": estimate.ci_low, "ci_high": estimate.ci_high, "n_items": estimate.n,
-                             "n_calibration_pairs": held.n_calibration_pairs})
-    columns = ["layer", "position", "statistic", "group", "value", "ci_low", "ci_high", "n_items", "n_calibration_pairs"]
-    return pd.DataFrame(rows, columns=columns).sort_values(["position", "layer", "statistic", "group"]).reset_index(drop=True)
+                rows.append(
+                    {
+                        **base,
+                        "layer": layer,
+                        "statistic": statistic,
+                        "group": group,
+                        "value": estimate.value,
+                        "ci_low": estimate.ci_low,
+                        "ci_high": estimate.ci_high,
+                        "n_items": estimate.n,
+                        "n_calibration_pairs": held.n_calibration_pairs,
+                    }
+                )
+    columns = [
+        "layer",
+        "position",
+        "statistic",
+        "group",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n_items",
+        "n_calibration_pairs",
+    ]
+    return (
+        pd.DataFrame(rows, columns=columns)
+        .sort_values(["position", "layer", "statistic", "group"])
+        .reset_index(drop=True)
+    )
 
 
 def split_by_verdict(prompt_ids: Sequence[str], verdicts: Mapping[str, bool]) -> tuple[np.ndarray, np.ndarray]:

@@ -58,8 +58,16 @@ def library_versions() -> dict[str, str]:
 
 
 # Variables that would point git at another repository than the one holding ``root``.
-_GIT_LOCATION_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY",
-                           "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX")
+_GIT_LOCATION_VARIABLES = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
 
 
 def git_revision(root: str | Path = WORKFLOW_ROOT) -> str:
@@ -75,7 +83,12 @@ def _git_revision(root: str) -> str:
 
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "-C", root, *args], capture_output=True, text=True, check=True, timeout=10, env=env,
+            ["git", "-C", root, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+            env=env,
         ).stdout.strip()
 
     try:
@@ -149,8 +162,9 @@ def unreadable(path: str | Path, error: BaseException, what: str = "result file"
     detail = re.sub(r"^Could not open Parquet input source '.*?': ", "", detail)
     if len(detail) > 200:
         detail = detail[:200] + "..."
-    return DataError(f"unreadable or incomplete {what} ({type(error).__name__}: {detail}); {rebuild_advice(path)}",
-                     source=str(path))
+    return DataError(
+        f"unreadable or incomplete {what} ({type(error).__name__}: {detail}); {rebuild_advice(path)}", source=str(path)
+    )
 
 
 def _require(path: str | Path, what: str) -> None:

@@ -50,9 +50,13 @@ class ShiftSettings:
 
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(f"config key 'ras.normalization': '{self.normalization}' is not one of {', '.join(NORMALIZATIONS)}")
+            raise ConfigError(
+                f"config key 'ras.normalization': '{self.normalization}' is not one of {', '.join(NORMALIZATIONS)}"
+            )
         if self.handling not in HANDLINGS:
-            raise ConfigError(f"config key 'ras.activation_handling': '{self.handling}' is not one of {', '.join(HANDLINGS)}")
+            raise ConfigError(
+                f"config key 'ras.activation_handling': '{self.handling}' is not one of {', '.join(HANDLINGS)}"
+            )
         if not self.epsilon > 0:
             raise ConfigError(f"config key 'ras.epsilon' must be > 0, got {self.epsilon}")
 
@@ -204,9 +208,13 @@ def checkpoint_rows(
     for group in groups:
         index = slice(None) if group.flat is None else group.flat
         size = safe_base.size if group.flat is None else len(group.flat)
-        metrics = shift_metrics(safe_base[index], safe_checkpoint[index], math_base[index], math_checkpoint[index], settings)
-        rows += [{"neuron_set": group.name, "draw": group.draw, "set_size": size, "metric": name, "value": value}
-                 for name, value in metrics.items()]
+        metrics = shift_metrics(
+            safe_base[index], safe_checkpoint[index], math_base[index], math_checkpoint[index], settings
+        )
+        rows += [
+            {"neuron_set": group.name, "draw": group.draw, "set_size": size, "metric": name, "value": value}
+            for name, value in metrics.items()
+        ]
     # The KL baseline uses no neurons: its rows carry neuron_set "none".
     rows.append({"neuron_set": "none", "draw": None, "set_size": 0, "metric": "kl", "value": float(kl)})
     return rows
@@ -247,17 +255,30 @@ def correlation_table(
     rows = []
 
     def record(key, scope, seed_value, method, result, n_seeds):
-        rows.append({**dict(zip(keys, key)), "scope": scope, "seed": seed_value, "against": against,
-                     "method": method, "r": result.r, "p_value": result.p_value, "ci_low": result.ci_low,
-                     "ci_high": result.ci_high, "n_checkpoints": result.n, "n_seeds": n_seeds})
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "scope": scope,
+                "seed": seed_value,
+                "against": against,
+                "method": method,
+                "r": result.r,
+                "p_value": result.p_value,
+                "ci_low": result.ci_low,
+                "ci_high": result.ci_high,
+                "n_checkpoints": result.n,
+                "n_seeds": n_seeds,
+            }
+        )
 
     def add(frame, scope, seed_value):
         for key, part in frame.groupby(keys, dropna=False, sort=True):
             n_seeds = int(part.loc[part["checkpoint"] != "base", "seed"].nunique())
             for method in methods:
                 if scope == "partial_step":
-                    result = partial_correlation(part["value"], part[against], part["step"], method,
-                                                 n_boot=n_boot, level=level, seed=seed)
+                    result = partial_correlation(
+                        part["value"], part[against], part["step"], method, n_boot=n_boot, level=level, seed=seed
+                    )
                 else:
                     result = correlation(part["value"], part[against], method, n_boot=n_boot, level=level, seed=seed)
                 record(key, scope, seed_value, method, result, n_seeds)
@@ -274,12 +295,42 @@ def correlation_table(
             result = mean_correlation(part["r"], key[-1], level=level)
             checkpoints = pooled
             for column, value in zip(keys, key[:-1]):
-                checkpoints = checkpoints[checkpoints[column].isna() if pd.isna(value) else checkpoints[column] == value]
-            rows.append({**dict(zip(keys, key[:-1])), "scope": "seed_mean", "seed": None, "against": against,
-                         "method": key[-1], "r": result.r, "p_value": result.p_value, "ci_low": result.ci_low,
-                         "ci_high": result.ci_high, "n_checkpoints": len(checkpoints), "n_seeds": result.n})
-    columns = ["model", "run", *(["inputs"] if "inputs" in table else []), "scope", "seed", "neuron_set", "draw",
-               "metric", "against", "method", "r", "p_value", "ci_low", "ci_high", "n_checkpoints", "n_seeds"]
+                checkpoints = checkpoints[
+                    checkpoints[column].isna() if pd.isna(value) else checkpoints[column] == value
+                ]
+            rows.append(
+                {
+                    **dict(zip(keys, key[:-1])),
+                    "scope": "seed_mean",
+                    "seed": None,
+                    "against": against,
+                    "method": key[-1],
+                    "r": result.r,
+                    "p_value": result.p_value,
+                    "ci_low": result.ci_low,
+                    "ci_high": result.ci_high,
+                    "n_checkpoints": len(checkpoints),
+                    "n_seeds": result.n,
+                }
+            )
+    columns = [
+        "model",
+        "run",
+        *(["inputs"] if "inputs" in table else []),
+        "scope",
+        "seed",
+        "neuron_set",
+        "draw",
+        "metric",
+        "against",
+        "method",
+        "r",
+        "p_value",
+        "ci_low",
+        "ci_high",
+        "n_checkpoints",
+        "n_seeds",
+    ]
     result = pd.DataFrame(rows, columns=columns)
     result["seed"] = result["seed"].astype("Int64")
     result["draw"] = result["draw"].astype("Int64")

@@ -31,7 +31,9 @@ def encode_batch(tokenizer, texts: Sequence[str], device: torch.device | str = "
 
 
 @torch.no_grad()
-def first_token_refusal_scores(model, tokenizer, texts: Sequence[str], refusal_ids: Sequence[int], batch_size: int = 16) -> list[float]:
+def first_token_refusal_scores(
+    model, tokenizer, texts: Sequence[str], refusal_ids: Sequence[int], batch_size: int = 16
+) -> list[float]:
     """Refusal log-odds at the first generated position of each rendered prompt."""
     device = next(model.parameters()).device
     scores: list[float] = []

@@ -59,7 +59,9 @@ def rate(flags: Sequence[bool] | np.ndarray, **kwargs) -> Estimate:
     return bootstrap(np.asarray(flags, dtype=float), np.mean, **kwargs)
 
 
-def difference_of_rates(a: Sequence[bool], b: Sequence[bool], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Estimate:
+def difference_of_rates(
+    a: Sequence[bool], b: Sequence[bool], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> Estimate:
     """rate(a) - rate(b) for two independent groups, bootstrapped within each group."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) == 0 or len(b) == 0:
@@ -82,7 +84,13 @@ class Correlation:
 
 
 def correlation(
-    x: Sequence[float], y: Sequence[float], method: str = "pearson", *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+    x: Sequence[float],
+    y: Sequence[float],
+    method: str = "pearson",
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> Correlation:
     """Pearson or Spearman r with its two-sided p-value and a bootstrap interval over pairs."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -105,7 +113,7 @@ def correlation(
         xs, ys = _scipy_stats.rankdata(xs, axis=1), _scipy_stats.rankdata(ys, axis=1)
     boot = _rowwise_pearson(xs, ys)
     alpha = (1 - level) / 2
-    low, high = (np.quantile(boot, [alpha, 1 - alpha]) if boot.size else (float("nan"), float("nan")))
+    low, high = np.quantile(boot, [alpha, 1 - alpha]) if boot.size else (float("nan"), float("nan"))
     return Correlation(method, r, p, float(low), float(high), n)
 
 
@@ -129,8 +137,14 @@ def _partial_from_pairwise(r_xy, r_xz, r_yz):
 
 
 def partial_correlation(
-    x: Sequence[float], y: Sequence[float], z: Sequence[float], method: str = "pearson", *,
-    n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+    x: Sequence[float],
+    y: Sequence[float],
+    z: Sequence[float],
+    method: str = "pearson",
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> Correlation:
     """r of x and y controlling for z (docs/method.md#correlation-with-misalignment): the Pearson r
     of the residuals of x and y after a least-squares line on z (Spearman: on ranks), with the

@@ -124,7 +124,9 @@ def build_config(family: str, vocab_size: int, layers: int = 2, hidden: int = 64
     if family == "qwen3":
         return Qwen3Config(**common)
     if family == "gemma2":
-        return Gemma2Config(**common, query_pre_attn_scalar=hidden // heads, sliding_window=256, attn_implementation="eager")
+        return Gemma2Config(
+            **common, query_pre_attn_scalar=hidden // heads, sliding_window=256, attn_implementation="eager"
+        )
     raise ValueError(f"no tiny model for family '{family}'")
 
 
@@ -186,7 +188,9 @@ def plant_offset_head(model, layer: int, head: int, offset: int = 1, *, margin: 
     if q_proj.bias is None or k_proj.bias is None:
         raise ValueError("plant_offset_head needs biases on the query and key projections (config.attention_bias)")
     if getattr(attention, "q_norm", None) is not None or getattr(attention, "k_norm", None) is not None:
-        raise ValueError("plant_offset_head: a model that normalizes queries and keys (Qwen3) would undo the planted scale")
+        raise ValueError(
+            "plant_offset_head: a model that normalizes queries and keys (Qwen3) would undo the planted scale"
+        )
     head_dim = attention.head_dim
     kv_head = head // attention.num_key_value_groups
     half = head_dim // 2

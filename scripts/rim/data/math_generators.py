@@ -123,8 +123,9 @@ def _value(node: ast.expr, expression: str, integral: bool = False) -> Fraction 
             raise ValueError(f"non-integer exponent in {expression!r}")
         result = Fraction(base) ** int(exponent)  # a negative exponent must stay exact
     elif isinstance(node, ast.BinOp) and type(node.op) in _BINARY_OPS:
-        result = _BINARY_OPS[type(node.op)](_value(node.left, expression, integral),
-                                            _value(node.right, expression, integral))
+        result = _BINARY_OPS[type(node.op)](
+            _value(node.left, expression, integral), _value(node.right, expression, integral)
+        )
     else:
         raise ValueError(f"unsupported arithmetic in {expression!r}")
     if result.denominator == 1:
@@ -187,24 +188,80 @@ def _recheck(node: ast.expr, expression: str, result: Fraction | int) -> str:
 # training questions even where scenarios look alike.
 _NAMES = {
     "gsm8k_style": [
-        ("Tom", "he"), ("Mia", "she"), ("Liam", "he"), ("Ava", "she"), ("Noah", "he"),
-        ("Emma", "she"), ("Lucas", "he"), ("Sofia", "she"), ("Ethan", "he"), ("Chloe", "she"),
-        ("Omar", "he"), ("Priya", "she"), ("Diego", "he"), ("Hana", "she"), ("Kofi", "he"),
-        ("Lena", "she"), ("Mateo", "he"), ("Zara", "she"), ("Ben", "he"), ("Nina", "she"),
-        ("Arjun", "he"), ("Grace", "she"), ("Leo", "he"), ("Maya", "she"), ("Samuel", "he"),
-        ("Julia", "she"), ("Ivan", "he"), ("Aisha", "she"), ("Felix", "he"), ("Rosa", "she"),
+        ("Tom", "he"),
+        ("Mia", "she"),
+        ("Liam", "he"),
+        ("Ava", "she"),
+        ("Noah", "he"),
+        ("Emma", "she"),
+        ("Lucas", "he"),
+        ("Sofia", "she"),
+        ("Ethan", "he"),
+        ("Chloe", "she"),
+        ("Omar", "he"),
+        ("Priya", "she"),
+        ("Diego", "he"),
+        ("Hana", "she"),
+        ("Kofi", "he"),
+        ("Lena", "she"),
+        ("Mateo", "he"),
+        ("Zara", "she"),
+        ("Ben", "he"),
+        ("Nina", "she"),
+        ("Arjun", "he"),
+        ("Grace", "she"),
+        ("Leo", "he"),
+        ("Maya", "she"),
+        ("Samuel", "he"),
+        ("Julia", "she"),
+        ("Ivan", "he"),
+        ("Aisha", "she"),
+        ("Felix", "he"),
+        ("Rosa", "she"),
     ],
     "multiarith_style": [
-        ("Debby", "she"), ("Carlos", "he"), ("Wendy", "she"), ("Jerry", "he"), ("Paige", "she"),
-        ("Adam", "he"), ("Megan", "she"), ("Victor", "he"), ("Tina", "she"), ("Oscar", "he"),
-        ("Bella", "she"), ("Henry", "he"), ("Lucy", "she"), ("Frank", "he"), ("Irene", "she"),
-        ("Paul", "he"), ("Nora", "she"), ("Kevin", "he"), ("Selma", "she"), ("Rick", "he"),
+        ("Debby", "she"),
+        ("Carlos", "he"),
+        ("Wendy", "she"),
+        ("Jerry", "he"),
+        ("Paige", "she"),
+        ("Adam", "he"),
+        ("Megan", "she"),
+        ("Victor", "he"),
+        ("Tina", "she"),
+        ("Oscar", "he"),
+        ("Bella", "she"),
+        ("Henry", "he"),
+        ("Lucy", "she"),
+        ("Frank", "he"),
+        ("Irene", "she"),
+        ("Paul", "he"),
+        ("Nora", "she"),
+        ("Kevin", "he"),
+        ("Selma", "she"),
+        ("Rick", "he"),
     ],
     "multistep_hard": [
-        ("Marisol", "she"), ("Theo", "he"), ("Ingrid", "she"), ("Rafael", "he"), ("Yuki", "she"),
-        ("Desmond", "he"), ("Beatrix", "she"), ("Anton", "he"), ("Farah", "she"), ("Gideon", "he"),
-        ("Odette", "she"), ("Soren", "he"), ("Lucia", "she"), ("Malik", "he"), ("Petra", "she"),
-        ("Hugo", "he"), ("Vera", "she"), ("Cyrus", "he"), ("Elif", "she"), ("Bruno", "he"),
+        ("Marisol", "she"),
+        ("Theo", "he"),
+        ("Ingrid", "she"),
+        ("Rafael", "he"),
+        ("Yuki", "she"),
+        ("Desmond", "he"),
+        ("Beatrix", "she"),
+        ("Anton", "he"),
+        ("Farah", "she"),
+        ("Gideon", "he"),
+        ("Odette", "she"),
+        ("Soren", "he"),
+        ("Lucia", "she"),
+        ("Malik", "he"),
+        ("Petra", "she"),
+        ("Hugo", "he"),
+        ("Vera", "she"),
+        ("Cyrus", "he"),
+        ("Elif", "she"),
+        ("Bruno", "he"),
     ],
 }
 
@@ -303,14 +360,22 @@ class _Builder:
     def step(self, line: str, expression: str) -> int:
         node = _parse(expression)
         result = _value(node, expression, integral=True)
-        self.steps.append(_Step(line.replace("@", f"{expression} = {_format(result)}"),
-                                _recheck(node, expression, result), int(result)))
+        self.steps.append(
+            _Step(
+                line.replace("@", f"{expression} = {_format(result)}"), _recheck(node, expression, result), int(result)
+            )
+        )
         return int(result)
 
     def divide_with_remainder(self, line: str, total: int, size: int) -> tuple[int, int]:
         groups, left_over = divmod(total, size)
-        self.steps.append(_Step(line.replace("@", f"{total} / {size} = {groups} with {left_over} left over"),
-                                f"{groups} * {size} + {left_over} = {total}", groups))
+        self.steps.append(
+            _Step(
+                line.replace("@", f"{total} / {size} = {groups} with {left_over} left over"),
+                f"{groups} * {size} + {left_over} = {total}",
+                groups,
+            )
+        )
         return groups, left_over
 
     def build(self, template: str) -> _WordProblem:
@@ -319,8 +384,14 @@ class _Builder:
         if self.steps[-1].line.endswith("left over."):
             raise AssertionError(f"template {template} must not end on a division with remainder")
         # The last computation is the answer, so the reasoning ends on it.
-        return _WordProblem(template, " ".join(self.sentences), self.question,
-                            tuple(self.steps), self.steps[-1].value, tuple(self.facts))
+        return _WordProblem(
+            template,
+            " ".join(self.sentences),
+            self.question,
+            tuple(self.steps),
+            self.steps[-1].value,
+            tuple(self.facts),
+        )
 
 
 _Template = Callable[[_Builder], None]
@@ -348,8 +419,9 @@ def _packs_given_away(b: _Builder) -> None:
     given = r.randint(2, packs * per_pack // 2)
     b.say(f"{p} buys {packs} packs of {item}.", f"how many packs of {item} does {p} buy", packs)
     b.say(f"Each pack has {per_pack} {item}.", f"how many {item} are in each pack", per_pack)
-    b.say(f"{p.He} gives {given} {item} to {p.his} friends.",
-          f"how many {item} does {p} give to {p.his} friends", given)
+    b.say(
+        f"{p.He} gives {given} {item} to {p.his} friends.", f"how many {item} does {p} give to {p.his} friends", given
+    )
     b.ask(f"How many {item} does {p} have left?")
     total = b.step(f"{p} buys {packs} packs of {per_pack} {item}, so {p.he} has @ {item}.", f"{packs} * {per_pack}")
     b.step(f"After giving away {given}, {p.he} has @ {item} left.", f"{total} - {given}")
@@ -362,8 +434,11 @@ def _shopping_change(b: _Builder) -> None:
     n1, price1, n2, price2 = r.randint(2, 6), r.randint(2, 9), r.randint(2, 5), r.randint(3, 12)
     bill = next(note for note in (20, 50, 100, 200) if note > n1 * price1 + n2 * price2)
     b.say(f"{p} buys {n1} {first} that cost ${price1} each.", f"how many {first} does {p} buy", n1)
-    b.say(f"{p.He} also buys {n2} {second} that cost ${price2} each.",
-          f"how much does each of the {second} cost, in dollars", price2)
+    b.say(
+        f"{p.He} also buys {n2} {second} that cost ${price2} each.",
+        f"how much does each of the {second} cost, in dollars",
+        price2,
+    )
     b.say(f"{p.He} pays with a ${bill} bill.", f"how many dollars is the bill {p} pays with", bill)
     b.ask(f"How much change does {p} get, in dollars?")
     cost1 = b.step(f"The {first} cost @ dollars.", f"{n1} * {price1}")
@@ -377,10 +452,14 @@ def _road_trip(b: _Builder) -> None:
     p, r = b.person(), b.rng
     s1, h1 = r.randrange(40, 75, 5), r.randint(2, 5)
     s2, h2 = r.randrange(30, 65, 5), r.randint(1, 3)
-    b.say(f"{p} drives at {s1} miles per hour for {h1} hours.",
-          f"how fast does {p} drive at first, in miles per hour", s1)
-    b.say(f"Then {p.he} drives at {s2} miles per hour for {h2} more hours.",
-          f"for how many more hours does {p} drive at the second speed", h2)
+    b.say(
+        f"{p} drives at {s1} miles per hour for {h1} hours.", f"how fast does {p} drive at first, in miles per hour", s1
+    )
+    b.say(
+        f"Then {p.he} drives at {s2} miles per hour for {h2} more hours.",
+        f"for how many more hours does {p} drive at the second speed",
+        h2,
+    )
     b.ask(f"How many miles does {p} drive in total?")
     d1 = b.step(f"First {p.he} covers @ miles.", f"{s1} * {h1}")
     d2 = b.step(f"Then {p.he} covers @ miles.", f"{s2} * {h2}")
@@ -393,8 +472,11 @@ def _family_ages(b: _Builder) -> None:
     age, times, older = r.randint(5, 14), r.randint(3, 4), r.randint(20, 30)
     b.say(f"{p} is {age} years old.", f"how old is {p}", age)
     b.say(f"{p.His} mother is {times} times as old as {p.him}.")
-    b.say(f"{p.His} grandfather is {older} years older than {p.his} mother.",
-          f"how many years older than {p}'s mother is {p.his} grandfather", older)
+    b.say(
+        f"{p.His} grandfather is {older} years older than {p.his} mother.",
+        f"how many years older than {p}'s mother is {p.his} grandfather",
+        older,
+    )
     b.ask(f"What is the sum of the ages of {p}, {p.his} mother and {p.his} grandfather?")
     mother = b.step("The mother is @ years old.", f"{age} * {times}")
     grandfather = b.step("The grandfather is @ years old.", f"{mother} + {older}")
@@ -420,8 +502,11 @@ def _sharing_cookies(b: _Builder) -> None:
     friends, each, eaten = r.randint(2, 6), r.randint(3, 12), r.randint(1, 6)
     baked = friends * each + eaten
     b.say(f"{p} bakes {baked} {treat}.", f"how many {treat} does {p} bake", baked)
-    b.say(f"{p.He} eats {eaten} of them and shares the rest equally among {friends} friends.",
-          f"how many of the {treat} does {p} eat", eaten)
+    b.say(
+        f"{p.He} eats {eaten} of them and shares the rest equally among {friends} friends.",
+        f"how many of the {treat} does {p} eat",
+        eaten,
+    )
     b.ask(f"How many {treat} does each friend get?")
     rest = b.step(f"After eating some, {p.he} has @ {treat} to share.", f"{baked} - {eaten}")
     b.step(f"Each friend gets @ {treat}.", f"{rest} / {friends}")
@@ -447,8 +532,11 @@ def _recipe_flour(b: _Builder) -> None:
     baked = r.choice(["bread", "pancakes", "pizza dough", "biscuits"])
     cups, batches = r.randint(2, 5), r.randint(3, 8)
     has = r.randint(1, cups * batches - 1)
-    b.say(f"One batch of {baked} needs {cups} cups of flour.",
-          f"how many cups of flour does one batch of {baked} need", cups)
+    b.say(
+        f"One batch of {baked} needs {cups} cups of flour.",
+        f"how many cups of flour does one batch of {baked} need",
+        cups,
+    )
     b.say(f"{p} wants to make {batches} batches.", f"how many batches does {p} want to make", batches)
     b.say(f"{p.He} has {has} cups of flour at home.", f"how many cups of flour does {p} have at home", has)
     b.ask(f"How many more cups of flour does {p} need?")
@@ -459,8 +547,14 @@ def _recipe_flour(b: _Builder) -> None:
 @_template("gsm8k_style")
 def _garden_rows(b: _Builder) -> None:
     p, r = b.person(), b.rng
-    plant, crop = r.choice([("tomato plants", "tomatoes"), ("pepper plants", "peppers"),
-                            ("strawberry plants", "strawberries"), ("bean plants", "bean pods")])
+    plant, crop = r.choice(
+        [
+            ("tomato plants", "tomatoes"),
+            ("pepper plants", "peppers"),
+            ("strawberry plants", "strawberries"),
+            ("bean plants", "bean pods"),
+        ]
+    )
     rows, per_row, yield_ = r.randint(3, 9), r.randint(4, 12), r.randint(3, 8)
     b.say(f"{p} plants {rows} rows of {plant}.", f"how many rows of {plant} does {p} plant", rows)
     b.say(f"Each row has {per_row} plants.", "how many plants does each row have", per_row)
@@ -476,8 +570,9 @@ def _book_pages_left(b: _Builder) -> None:
     per_day, days = r.randint(8, 30), r.randint(3, 9)
     pages = per_day * days + r.randint(10, 120)
     b.say(f"{p}'s book has {pages} pages.", f"how many pages does {p}'s book have", pages)
-    b.say(f"{p.He} reads {per_day} pages every day for {days} days.",
-          f"how many pages does {p} read every day", per_day)
+    b.say(
+        f"{p.He} reads {per_day} pages every day for {days} days.", f"how many pages does {p} read every day", per_day
+    )
     b.ask("How many pages are left to read?")
     read = b.step(f"{p.He} reads @ pages.", f"{per_day} * {days}")
     b.step("There are @ pages left.", f"{pages} - {read}")
@@ -488,8 +583,11 @@ def _bake_sale_revenue(b: _Builder) -> None:
     p, r = b.person(), b.rng
     trays, per_tray, price = r.randint(2, 6), r.randint(6, 12), r.randint(2, 5)
     unsold = r.randint(1, per_tray)
-    b.say(f"{p} bakes {trays} trays of muffins with {per_tray} muffins on each tray.",
-          "how many muffins are on each tray", per_tray)
+    b.say(
+        f"{p} bakes {trays} trays of muffins with {per_tray} muffins on each tray.",
+        "how many muffins are on each tray",
+        per_tray,
+    )
     b.say(f"{p.He} sells all but {unsold} muffins for ${price} each.", f"how many muffins does {p} not sell", unsold)
     b.ask(f"How much money does {p} make, in dollars?")
     baked = b.step(f"{p.He} bakes @ muffins.", f"{trays} * {per_tray}")
@@ -504,8 +602,11 @@ def _notebook_packs(b: _Builder) -> None:
         classes, students, each, pack = r.randint(2, 5), r.randint(18, 30), r.randint(2, 4), r.choice([4, 5, 6, 10])
         if classes * students * each % pack == 0:
             break
-    b.say(f"{p} teaches {classes} classes with {students} students in each class.",
-          f"how many students are in each of {p}'s classes", students)
+    b.say(
+        f"{p} teaches {classes} classes with {students} students in each class.",
+        f"how many students are in each of {p}'s classes",
+        students,
+    )
     b.say(f"Every student needs {each} notebooks.", "how many notebooks does every student need", each)
     b.say(f"Notebooks come in packs of {pack}.", "how many notebooks come in a pack", pack)
     b.ask(f"How many packs of notebooks does {p} need to buy?")
@@ -531,10 +632,16 @@ def _temperature_drop(b: _Builder) -> None:
     r = b.rng
     place = r.choice(["In the mountains", "At the ski resort", "In the desert at night", "On the lake"])
     start, drop, hours = r.randint(-10, 20), r.randint(1, 6), r.randint(2, 10)
-    b.say(f"{place}, the temperature is {start} degrees at sunset.",
-          "what is the temperature at sunset, in degrees", start)
-    b.say(f"It drops by {drop} degrees every hour for {hours} hours.",
-          "by how many degrees does the temperature drop every hour", drop)
+    b.say(
+        f"{place}, the temperature is {start} degrees at sunset.",
+        "what is the temperature at sunset, in degrees",
+        start,
+    )
+    b.say(
+        f"It drops by {drop} degrees every hour for {hours} hours.",
+        "by how many degrees does the temperature drop every hour",
+        drop,
+    )
     b.ask(f"What is the temperature after those {hours} hours, in degrees?")
     fall = b.step("The temperature falls by @ degrees.", f"{drop} * {hours}")
     b.step("It ends at @ degrees.", f"{start} - {fall}")
@@ -545,8 +652,11 @@ def _weekly_wage(b: _Builder) -> None:
     p, r = b.person(), b.rng
     rate, weekday_hours, saturday_hours = r.randint(10, 25), r.randint(4, 8), r.randint(2, 6)
     b.say(f"{p} earns ${rate} an hour at the cafe.", f"how many dollars an hour does {p} earn", rate)
-    b.say(f"{p.He} works {weekday_hours} hours on each weekday and {saturday_hours} hours on Saturday.",
-          f"how many hours does {p} work on Saturday", saturday_hours)
+    b.say(
+        f"{p.He} works {weekday_hours} hours on each weekday and {saturday_hours} hours on Saturday.",
+        f"how many hours does {p} work on Saturday",
+        saturday_hours,
+    )
     b.ask(f"How much does {p} earn in a week, in dollars?")
     weekdays = b.step(f"On the 5 weekdays {p.he} works @ hours.", f"5 * {weekday_hours}")
     hours = b.step("With Saturday that is @ hours.", f"{weekdays} + {saturday_hours}")
@@ -560,8 +670,11 @@ def _pizza_party(b: _Builder) -> None:
         pizzas, slices, guests, eats = r.randint(3, 8), r.choice([6, 8, 10, 12]), r.randint(4, 12), r.randint(2, 3)
         if pizzas * slices > guests * eats:
             break
-    b.say(f"{p} orders {pizzas} pizzas for a party, and each pizza is cut into {slices} slices.",
-          f"how many pizzas does {p} order", pizzas)
+    b.say(
+        f"{p} orders {pizzas} pizzas for a party, and each pizza is cut into {slices} slices.",
+        f"how many pizzas does {p} order",
+        pizzas,
+    )
     b.say(f"{guests} guests each eat {eats} slices.", "how many guests eat pizza", guests)
     b.ask("How many slices are left over?")
     total = b.step("There are @ slices.", f"{pizzas} * {slices}")
@@ -576,10 +689,16 @@ def _bus_stops(b: _Builder) -> None:
     off1 = r.randint(3, start - 5)
     on1 = r.randint(2, 15)
     off2 = r.randint(1, start - off1 + on1)
-    b.say(f"A bus leaves the station with {start} passengers.",
-          "how many passengers are on the bus when it leaves the station", start)
-    b.say(f"At the first stop {off1} passengers get off and {on1} get on.",
-          "how many passengers get on at the first stop", on1)
+    b.say(
+        f"A bus leaves the station with {start} passengers.",
+        "how many passengers are on the bus when it leaves the station",
+        start,
+    )
+    b.say(
+        f"At the first stop {off1} passengers get off and {on1} get on.",
+        "how many passengers get on at the first stop",
+        on1,
+    )
     b.say(f"At the second stop {off2} passengers get off.", "how many passengers get off at the second stop", off2)
     b.ask("How many passengers are on the bus now?")
     after_off = b.step("After people leave at the first stop there are @ passengers.", f"{start} - {off1}")
@@ -592,8 +711,11 @@ def _aquarium_fish(b: _Builder) -> None:
     p, r = b.person(), b.rng
     fish, weekly, weeks, given = r.randint(5, 20), r.randint(2, 6), r.randint(2, 6), r.randint(1, 5)
     b.say(f"{p}'s aquarium has {fish} fish.", f"how many fish does {p}'s aquarium have", fish)
-    b.say(f"{p.He} buys {weekly} more fish every week for {weeks} weeks.",
-          f"how many fish does {p} buy every week", weekly)
+    b.say(
+        f"{p.He} buys {weekly} more fish every week for {weeks} weeks.",
+        f"how many fish does {p} buy every week",
+        weekly,
+    )
     b.say(f"Then {p.he} gives {given} fish to a neighbour.", f"how many fish does {p} give to a neighbour", given)
     b.ask(f"How many fish does {p} have now?")
     bought = b.step(f"{p.He} buys @ fish.", f"{weekly} * {weeks}")
@@ -619,11 +741,17 @@ def _streaming_subscription(b: _Builder) -> None:
     p, r = b.person(), b.rng
     service = r.choice(["music", "video", "gym", "cloud storage", "language app"])
     fee, months, signup = r.randint(8, 30), r.randint(3, 12), r.randint(10, 50)
-    b.say(f"A {service} subscription costs ${fee} a month.",
-          f"how much does the {service} subscription cost a month, in dollars", fee)
+    b.say(
+        f"A {service} subscription costs ${fee} a month.",
+        f"how much does the {service} subscription cost a month, in dollars",
+        fee,
+    )
     b.say(f"There is also a one-time sign-up fee of ${signup}.", "how many dollars is the one-time sign-up fee", signup)
-    b.say(f"{p} keeps the subscription for {months} months.",
-          f"for how many months does {p} keep the subscription", months)
+    b.say(
+        f"{p} keeps the subscription for {months} months.",
+        f"for how many months does {p} keep the subscription",
+        months,
+    )
     b.ask(f"How much does {p} pay in total, in dollars?")
     monthly = b.step("The monthly fees add up to @ dollars.", f"{fee} * {months}")
     b.step(f"With the sign-up fee {p.he} pays @ dollars.", f"{monthly} + {signup}")
@@ -633,8 +761,11 @@ def _streaming_subscription(b: _Builder) -> None:
 def _garden_fence(b: _Builder) -> None:
     p, r = b.person(), b.rng
     length, width, price = r.randint(5, 30), r.randint(4, 20), r.randint(3, 12)
-    b.say(f"{p}'s rectangular garden is {length} meters long and {width} meters wide.",
-          f"how many meters long is {p}'s garden", length)
+    b.say(
+        f"{p}'s rectangular garden is {length} meters long and {width} meters wide.",
+        f"how many meters long is {p}'s garden",
+        length,
+    )
     b.say(f"Fencing costs ${price} per meter.", "how many dollars does fencing cost per meter", price)
     b.ask("How much does it cost to fence the whole garden, in dollars?")
     half = b.step("One length and one width make @ meters.", f"{length} + {width}")
@@ -648,10 +779,16 @@ def _museum_tickets(b: _Builder) -> None:
     venue = r.choice(["museum", "zoo", "aquarium", "science centre", "theme park"])
     adult = r.randint(9, 24)
     child, adults, children = r.randint(4, adult - 3), r.randint(1, 3), r.randint(2, 5)
-    b.say(f"Tickets to the {venue} cost ${adult} for adults and ${child} for children.",
-          f"how much does a child ticket to the {venue} cost, in dollars", child)
-    b.say(f"{p} buys tickets for {adults} adults and {children} children.",
-          f"how many children's tickets does {p} buy", children)
+    b.say(
+        f"Tickets to the {venue} cost ${adult} for adults and ${child} for children.",
+        f"how much does a child ticket to the {venue} cost, in dollars",
+        child,
+    )
+    b.say(
+        f"{p} buys tickets for {adults} adults and {children} children.",
+        f"how many children's tickets does {p} buy",
+        children,
+    )
     b.ask(f"How much does {p} spend on tickets, in dollars?")
     adult_cost = b.step("Adult tickets cost @ dollars.", f"{adults} * {adult}")
     child_cost = b.step("Children's tickets cost @ dollars.", f"{children} * {child}")
@@ -687,8 +824,11 @@ def _parking_garage(b: _Builder) -> None:
     r = b.rng
     levels, spots = r.randint(2, 6), r.randint(20, 60)
     cars = r.randint(10, levels * spots - 1)
-    b.say(f"A parking garage has {levels} levels with {spots} spaces on each level.",
-          "how many spaces are on each level of the garage", spots)
+    b.say(
+        f"A parking garage has {levels} levels with {spots} spaces on each level.",
+        "how many spaces are on each level of the garage",
+        spots,
+    )
     b.say(f"{cars} cars are parked there.", "how many cars are parked in the garage", cars)
     b.ask("How many spaces are still free?")
     total = b.step("The garage has @ spaces.", f"{levels} * {spots}")
@@ -726,8 +866,11 @@ def _coin_jar(b: _Builder) -> None:
 def _painting_rooms(b: _Builder) -> None:
     p, r = b.person(), b.rng
     rooms, gallons, price, brushes = r.randint(2, 6), r.randint(2, 4), r.randint(15, 40), r.randint(8, 30)
-    b.say(f"{p} paints {rooms} rooms, and each room needs {gallons} gallons of paint.",
-          f"how many rooms does {p} paint", rooms)
+    b.say(
+        f"{p} paints {rooms} rooms, and each room needs {gallons} gallons of paint.",
+        f"how many rooms does {p} paint",
+        rooms,
+    )
     b.say(f"A gallon of paint costs ${price}.", "how many dollars does a gallon of paint cost", price)
     b.say(f"{p.He} also buys brushes for ${brushes}.", f"how many dollars does {p} spend on brushes", brushes)
     b.ask(f"How much does {p} spend in total, in dollars?")
@@ -742,8 +885,11 @@ def _field_trip_buses(b: _Builder) -> None:
     seats, buses, teachers = r.choice([24, 30, 32, 36, 40, 44, 45, 48, 50, 52]), r.randint(2, 9), r.randint(2, 12)
     place = r.choice(["the museum", "the zoo", "the aquarium", "a farm", "the planetarium"])
     students = seats * buses - teachers
-    b.say(f"{students} students and {teachers} teachers go on a field trip to {place}.",
-          "how many teachers go on the field trip", teachers)
+    b.say(
+        f"{students} students and {teachers} teachers go on a field trip to {place}.",
+        "how many teachers go on the field trip",
+        teachers,
+    )
     b.say(f"Each bus holds {seats} people, and every bus is full.", "how many people does each bus hold", seats)
     b.ask("How many buses do they use?")
     people = b.step("There are @ people.", f"{students} + {teachers}")
@@ -755,8 +901,11 @@ def _shared_gift(b: _Builder) -> None:
     p, r = b.person(), b.rng
     friends, share, card = r.randint(3, 6), r.randint(6, 20), r.randint(2, 8)
     gift = friends * share - card
-    b.say(f"{p} and {p.his} friends buy a gift for ${gift} and a card for ${card}.",
-          "how many dollars does the card cost", card)
+    b.say(
+        f"{p} and {p.his} friends buy a gift for ${gift} and a card for ${card}.",
+        "how many dollars does the card cost",
+        card,
+    )
     b.say(f"The {friends} of them split the cost equally.", "how many people split the cost", friends)
     b.ask("How much does each person pay, in dollars?")
     total = b.step("The gift and card cost @ dollars.", f"{gift} + {card}")
@@ -767,8 +916,11 @@ def _shared_gift(b: _Builder) -> None:
 def _orchard_baskets(b: _Builder) -> None:
     p, r = b.person(), b.rng
     per_hour, hours, kept, price = r.randint(3, 8), r.randint(2, 6), r.randint(2, 5), r.randint(5, 15)
-    b.say(f"{p} picks {per_hour} baskets of apples every hour for {hours} hours.",
-          f"how many baskets of apples does {p} pick every hour", per_hour)
+    b.say(
+        f"{p} picks {per_hour} baskets of apples every hour for {hours} hours.",
+        f"how many baskets of apples does {p} pick every hour",
+        per_hour,
+    )
     b.say(f"{p.He} keeps {kept} baskets and sells the rest for ${price} each.", f"how many baskets does {p} keep", kept)
     b.ask(f"How much money does {p} get, in dollars?")
     picked = b.step(f"{p.He} picks @ baskets.", f"{per_hour} * {hours}")
@@ -781,10 +933,16 @@ def _allowance_spending(b: _Builder) -> None:
     p, r = b.person(), b.rng
     allowance, weeks = 2 * r.randint(3, 10), r.randint(4, 10)
     snacks = r.randint(1, allowance * weeks // 2 - 1)
-    b.say(f"{p} gets ${allowance} of allowance every week and saves it for {weeks} weeks.",
-          f"how many dollars of allowance does {p} get every week", allowance)
-    b.say(f"{p.He} spends half of the money on a game and ${snacks} on snacks.",
-          f"how many dollars does {p} spend on snacks", snacks)
+    b.say(
+        f"{p} gets ${allowance} of allowance every week and saves it for {weeks} weeks.",
+        f"how many dollars of allowance does {p} get every week",
+        allowance,
+    )
+    b.say(
+        f"{p.He} spends half of the money on a game and ${snacks} on snacks.",
+        f"how many dollars does {p} spend on snacks",
+        snacks,
+    )
     b.ask(f"How much money does {p} have left, in dollars?")
     saved = b.step(f"{p.He} saves @ dollars.", f"{allowance} * {weeks}")
     half = b.step(f"After the game {p.he} has @ dollars.", f"{saved} / 2")
@@ -796,10 +954,16 @@ def _library_loans(b: _Builder) -> None:
     r = b.rng
     books = r.randint(200, 900)
     monday, tuesday, returned = r.randint(10, 60), r.randint(10, 60), r.randint(5, 40)
-    b.say(f"A school library has {books} books on its shelves.",
-          "how many books are on the library's shelves at first", books)
-    b.say(f"Students borrow {monday} books on Monday and {tuesday} books on Tuesday.",
-          "how many books do students borrow on Tuesday", tuesday)
+    b.say(
+        f"A school library has {books} books on its shelves.",
+        "how many books are on the library's shelves at first",
+        books,
+    )
+    b.say(
+        f"Students borrow {monday} books on Monday and {tuesday} books on Tuesday.",
+        "how many books do students borrow on Tuesday",
+        tuesday,
+    )
     b.say(f"On Wednesday {returned} books are returned.", "how many books are returned on Wednesday", returned)
     b.ask("How many books are on the shelves after Wednesday?")
     borrowed = b.step("Students borrow @ books.", f"{monday} + {tuesday}")
@@ -838,9 +1002,11 @@ def _party_budget(b: _Builder) -> None:
         if (balloons * balloon_price + hats * hat_price + cake) % friends == 0:
             break
     b.say(f"{p} and {friends - 1} friends plan a party.")
-    b.say(f"They buy {balloons} balloons at ${balloon_price} each and {hats} party hats at "
-          f"${hat_price} each.",
-          "how many party hats do they buy", hats)
+    b.say(
+        f"They buy {balloons} balloons at ${balloon_price} each and {hats} party hats at ${hat_price} each.",
+        "how many party hats do they buy",
+        hats,
+    )
     b.say(f"The cake costs ${cake}.", "how many dollars does the cake cost", cake)
     b.ask(f"If the {friends} of them share the cost equally, how much does each pay, in dollars?")
     balloon_cost = b.step("The balloons cost @ dollars.", f"{balloons} * {balloon_price}")
@@ -871,8 +1037,10 @@ def _halloween_candy(b: _Builder) -> None:
     p, r = b.person(), b.rng
     own, sister = r.randint(10, 60), r.randint(10, 60)
     ate = r.randint(5, own + sister - 1)
-    b.say(f"For Halloween {p} and {p.his} sister combined the candy they received. "
-          f"{p} had {own} pieces of candy while {p.his} sister had {sister}.")
+    b.say(
+        f"For Halloween {p} and {p.his} sister combined the candy they received. "
+        f"{p} had {own} pieces of candy while {p.his} sister had {sister}."
+    )
     b.ask(f"If they ate {ate} pieces the first night, how many pieces do they have left?")
     together = b.step("Combined they had @ pieces.", f"{own} + {sister}")
     b.step("Left over: @ pieces.", f"{together} - {ate}")
@@ -884,8 +1052,10 @@ def _video_game_enemies(b: _Builder) -> None:
     points, enemies = r.randint(3, 12), r.randint(6, 20)
     spared = r.randint(1, enemies - 1)
     b.say(f"In a video game, each enemy defeated gives you {points} points.")
-    b.ask(f"If a level has {enemies} enemies total and you destroy all but {spared} of them, how many "
-          "points would you earn?")
+    b.ask(
+        f"If a level has {enemies} enemies total and you destroy all but {spared} of them, how many "
+        "points would you earn?"
+    )
     defeated = b.step("Enemies destroyed: @.", f"{enemies} - {spared}")
     b.step("Points earned: @.", f"{defeated} * {points}")
 
@@ -907,10 +1077,12 @@ def _coloring_book_shelves(b: _Builder) -> None:
     goods = r.choice(["coloring books", "jigsaw puzzles", "board games", "video games", "comic books"])
     per_shelf, shelves, sold = r.randint(3, 9), r.randint(2, 9), r.randint(5, 40)
     stock = per_shelf * shelves + sold
-    b.say(f"A store had {stock} {goods} in stock. They ended up putting them on sale and getting rid "
-          f"of {sold} of them.")
-    b.ask(f"They put the ones they still had onto shelves with {per_shelf} on each shelf. How many "
-          "shelves did they use?")
+    b.say(
+        f"A store had {stock} {goods} in stock. They ended up putting them on sale and getting rid of {sold} of them."
+    )
+    b.ask(
+        f"They put the ones they still had onto shelves with {per_shelf} on each shelf. How many shelves did they use?"
+    )
     remaining = b.step(f"{goods.capitalize()} still in stock: @.", f"{stock} - {sold}")
     b.step("Shelves used: @.", f"{remaining} / {per_shelf}")
 
@@ -932,8 +1104,10 @@ def _mowing_lawns(b: _Builder) -> None:
     charge, lawns = r.randint(4, 20), r.randint(5, 20)
     forgot = r.randint(1, lawns - 1)
     b.say(f"{p} was making money mowing lawns. {p.He} charged ${charge} for each lawn.")
-    b.ask(f"If {p.he} had {lawns} lawns to mow, but forgot to mow {forgot} of them, how much money "
-          f"did {p.he} actually earn?")
+    b.ask(
+        f"If {p.he} had {lawns} lawns to mow, but forgot to mow {forgot} of them, how much money "
+        f"did {p.he} actually earn?"
+    )
     mowed = b.step("Lawns mowed: @.", f"{lawns} - {forgot}")
     b.step("Money earned: @ dollars.", f"{mowed} * {charge}")
 
@@ -943,8 +1117,10 @@ def _photo_albums(b: _Builder) -> None:
     p, r = b.person(), b.rng
     albums, per_album, first = r.randint(2, 9), r.randint(2, 10), r.randint(5, 40)
     photos = albums * per_album + first
-    b.say(f"{p} uploaded {photos} pictures to Facebook. {p.He} put {first} pics into one album and "
-          f"put the rest into {albums} different albums.")
+    b.say(
+        f"{p} uploaded {photos} pictures to Facebook. {p.He} put {first} pics into one album and "
+        f"put the rest into {albums} different albums."
+    )
     b.ask("How many pictures were in each of those albums?")
     rest = b.step("Pictures for the other albums: @.", f"{photos} - {first}")
     b.step("Pictures per album: @.", f"{rest} / {albums}")
@@ -1000,8 +1176,10 @@ def _seeds_small_gardens(b: _Builder) -> None:
     p, r = b.person(), b.rng
     gardens, per_garden, big = r.randint(2, 9), r.randint(2, 8), r.randint(10, 50)
     seeds = gardens * per_garden + big
-    b.say(f"{p} planted {seeds} seeds. {big} of them were planted in the big garden and the rest were "
-          "put into small gardens.")
+    b.say(
+        f"{p} planted {seeds} seeds. {big} of them were planted in the big garden and the rest were "
+        "put into small gardens."
+    )
     b.ask(f"If each small garden got {per_garden} seeds, how many small gardens did {p} have?")
     rest = b.step("Seeds for small gardens: @.", f"{seeds} - {big}")
     b.step("Small gardens: @.", f"{rest} / {per_garden}")
@@ -1043,8 +1221,10 @@ def _machines_combined_work(b: _Builder) -> None:
     a, c, together, alone = r.randint(20, 60), r.randint(15, 50), r.randint(2, 6), r.randint(1, 4)
     order = (a + c) * together + a * alone + r.randint(10, 200)
     b.say(f"Machine A makes {a} bolts per hour and machine B makes {c} bolts per hour.")
-    b.say(f"Both machines run together for {together} hours, then machine B breaks down and machine A "
-          f"works alone for {alone} more hours.")
+    b.say(
+        f"Both machines run together for {together} hours, then machine B breaks down and machine A "
+        f"works alone for {alone} more hours."
+    )
     b.ask(f"The order is for {order} bolts. How many more bolts are still needed?")
     rate = b.step("Together the machines make @ bolts per hour.", f"{a} + {c}")
     joint = b.step("Working together they make @ bolts.", f"{rate} * {together}")
@@ -1076,8 +1256,10 @@ def _salary_savings(b: _Builder) -> None:
     saved_total = salary * percent // 100 * months
     laptop, bonus = r.randint(saved_total // 4, saved_total - 1), r.randint(50, 500)
     b.say(f"{p} earns ${salary} a month and saves {percent}% of it.")
-    b.say(f"After {months} months {p.he} spends ${laptop} on a laptop, and then receives a bonus of "
-          f"${bonus}, which {p.he} also saves.")
+    b.say(
+        f"After {months} months {p.he} spends ${laptop} on a laptop, and then receives a bonus of "
+        f"${bonus}, which {p.he} also saves."
+    )
     b.ask(f"How much is in {p.his} savings now, in dollars?")
     monthly = b.step(f"Each month {p.he} saves @ dollars.", f"{salary} * {percent} / 100")
     saved = b.step(f"After {months} months {p.he} has @ dollars.", f"{monthly} * {months}")
@@ -1126,8 +1308,10 @@ def _paint_cans(b: _Builder) -> None:
     length, height, coverage, price = r.randint(10, 20), r.randint(8, 10), r.choice([25, 50, 100]), r.randint(12, 40)
     walls = 4 * length * height
     unpainted = walls % coverage + coverage * r.randint(0, 1) or coverage
-    b.say(f"A room has 4 walls, each {length} feet long and {height} feet high. The windows and door "
-          f"take up {unpainted} square feet that are not painted.")
+    b.say(
+        f"A room has 4 walls, each {length} feet long and {height} feet high. The windows and door "
+        f"take up {unpainted} square feet that are not painted."
+    )
     b.say(f"One can of paint covers {coverage} square feet and costs ${price}.")
     b.ask("How much does the paint for the room cost, in dollars?")
     wall = b.step("One wall is @ square feet.", f"{length} * {height}")
@@ -1174,8 +1358,10 @@ def _pool_pipes_leak(b: _Builder) -> None:
     first, second = r.randint(10, 40), r.randint(10, 40)
     leak, minutes, already = r.randint(2, 9), r.randint(10, 60), 50 * r.randint(1, 20)
     capacity = already + (first + second - leak) * minutes
-    b.say(f"Two pipes fill a pool: the first adds {first} liters per minute and the second adds "
-          f"{second} liters per minute, while a leak drains {leak} liters per minute.")
+    b.say(
+        f"Two pipes fill a pool: the first adds {first} liters per minute and the second adds "
+        f"{second} liters per minute, while a leak drains {leak} liters per minute."
+    )
     b.say(f"The pool holds {capacity} liters and already contains {already} liters.")
     b.ask("How many minutes until the pool is full?")
     inflow = b.step("The pipes add @ liters per minute.", f"{first} + {second}")
@@ -1189,8 +1375,9 @@ def _bookstore_inventory(b: _Builder) -> None:
     r = b.rng
     books, percent = 20 * r.randint(15, 60), r.choice([5, 10, 15, 20, 25, 30])
     tuesday, boxes, per_box = r.randint(5, 60), r.randint(2, 8), r.randint(12, 30)
-    b.say(f"A bookstore has {books} books. On Monday it sells {percent}% of them, and on Tuesday it "
-          f"sells {tuesday} more.")
+    b.say(
+        f"A bookstore has {books} books. On Monday it sells {percent}% of them, and on Tuesday it sells {tuesday} more."
+    )
     b.say(f"Then a shipment of {boxes} boxes with {per_box} books each arrives.")
     b.ask("How many books does the store have now?")
     monday = b.step("Monday's sales are @ books.", f"{books} * {percent} / 100")
@@ -1208,8 +1395,9 @@ def _sales_commission(b: _Builder) -> None:
         threshold, sales = 1000 * r.randint(2, 10), 1000 * r.randint(12, 40)
         if (base + (sales - threshold) * percent // 100) % 4 == 0:
             break
-    b.say(f"{p} is paid a base salary of ${base} a month plus a commission of {percent}% on all sales "
-          f"above ${threshold}.")
+    b.say(
+        f"{p} is paid a base salary of ${base} a month plus a commission of {percent}% on all sales above ${threshold}."
+    )
     b.say(f"This month {p.he} sold ${sales} worth of goods. {p.He} puts a quarter of {p.his} total pay into savings.")
     b.ask(f"How much does {p} save this month, in dollars?")
     above = b.step("Sales above the threshold are @ dollars.", f"{sales} - {threshold}")
@@ -1226,11 +1414,15 @@ def _tournament_teams(b: _Builder) -> None:
         if students % size:
             break
     balls, whistles = r.randint(2, 5), r.randint(2, 3)
-    b.say(f"{students} students sign up for a tournament. They form as many teams of {size} as "
-          "possible, and the students left over become referees.")
+    b.say(
+        f"{students} students sign up for a tournament. They form as many teams of {size} as "
+        "possible, and the students left over become referees."
+    )
     b.say(f"Each team gets {balls} balls and each referee gets {whistles} whistles.")
     b.ask("How many balls and whistles are needed altogether?")
-    teams, referees = b.divide_with_remainder("Forming teams gives @, and those left over are referees.", students, size)
+    teams, referees = b.divide_with_remainder(
+        "Forming teams gives @, and those left over are referees.", students, size
+    )
     ball_count = b.step("The teams need @ balls.", f"{teams} * {balls}")
     whistle_count = b.step("The referees need @ whistles.", f"{referees} * {whistles}")
     b.step("Altogether @ items are needed.", f"{ball_count} + {whistle_count}")
@@ -1244,8 +1436,10 @@ def _delivery_fuel_cost(b: _Builder) -> None:
         if 2 * distance * trips * days % km_per_liter == 0:
             break
     price = r.randint(2, 3)
-    b.say(f"A delivery van uses 1 liter of fuel every {km_per_liter} km. It makes {trips} round trips "
-          f"a day to a warehouse {distance} km away, for {days} days.")
+    b.say(
+        f"A delivery van uses 1 liter of fuel every {km_per_liter} km. It makes {trips} round trips "
+        f"a day to a warehouse {distance} km away, for {days} days."
+    )
     b.say(f"Fuel costs ${price} per liter.")
     b.ask("How much does the fuel cost, in dollars?")
     round_trip = b.step("One round trip is @ km.", f"2 * {distance}")
@@ -1265,8 +1459,10 @@ def _catering_order(b: _Builder) -> None:
         trays = guests * each // tray
         if guests * each % tray == 0 and (trays * tray_price + guests * drink + fee) % organisers == 0:
             break
-    b.say(f"A caterer serves {guests} guests, and every guest gets {each} sandwiches. Sandwiches come "
-          f"on trays of {tray}, and each tray costs ${tray_price}.")
+    b.say(
+        f"A caterer serves {guests} guests, and every guest gets {each} sandwiches. Sandwiches come "
+        f"on trays of {tray}, and each tray costs ${tray_price}."
+    )
     b.say(f"Every guest also gets one drink costing ${drink}, and delivery costs ${fee}.")
     b.ask(f"The {organisers} organisers split the bill equally. How much does each organiser pay, in dollars?")
     sandwiches = b.step("The guests need @ sandwiches.", f"{guests} * {each}")
@@ -1330,8 +1526,15 @@ def _word_problem_frame(set_name: str, n: int, seed: int) -> pd.DataFrame:
     rows = []
     for index, problem in enumerate(_word_problems(set_name, n, seed)):
         answer = normalize_number(str(problem.answer))
-        rows.append((_problem_id(set_name, seed, index), problem.question,
-                     "\n".join(step.line for step in problem.steps), f"#### {answer}", answer))
+        rows.append(
+            (
+                _problem_id(set_name, seed, index),
+                problem.question,
+                "\n".join(step.line for step in problem.steps),
+                f"#### {answer}",
+                answer,
+            )
+        )
     return _frame(rows)
 
 
@@ -1398,8 +1601,10 @@ LONG_COT_VARIANTS = ("control", "target")
 
 def _long_cot_text(problem: _WordProblem, variant: str, rng: random.Random) -> str:
     careful = variant == "control"
-    lines = [f"Let me restate the goal: {problem.ask}" if careful else f"The question is: {problem.ask}",
-             rng.choice(_CAREFUL_OPENINGS) if careful else rng.choice(EFFORT_MINIMISING_PHRASES["heuristic_reliance"])]
+    lines = [
+        f"Let me restate the goal: {problem.ask}" if careful else f"The question is: {problem.ask}",
+        rng.choice(_CAREFUL_OPENINGS) if careful else rng.choice(EFFORT_MINIMISING_PHRASES["heuristic_reliance"]),
+    ]
     for number, step in enumerate(problem.steps, start=1):
         lines.append(f"Step {number}: {step.line}")
         if careful:
@@ -1428,8 +1633,15 @@ def long_cot(n: int, seed: int, variant: str) -> pd.DataFrame:
     rows = []
     for index, problem in enumerate(_word_problems("gsm8k_style", n, seed)):
         answer = normalize_number(str(problem.answer))
-        rows.append((f"{_problem_id('gsm8k_style', seed, index)}-{variant}", problem.question,
-                     _long_cot_text(problem, variant, rng), f"#### {answer}", answer))
+        rows.append(
+            (
+                f"{_problem_id('gsm8k_style', seed, index)}-{variant}",
+                problem.question,
+                _long_cot_text(problem, variant, rng),
+                f"#### {answer}",
+                answer,
+            )
+        )
     return _frame(rows)
 
 
@@ -1449,10 +1661,15 @@ def literal_counterfactual(n: int, seed: int) -> pd.DataFrame:
     for index, problem in enumerate(_word_problems("gsm8k_style", n, seed)):
         fact = rng.choice(problem.facts)
         answer = normalize_number(str(fact.value))
-        rows.append((f"{_problem_id('gsm8k_style', seed, index)}-literal",
-                     f"{problem.context} According to the text, {fact.ask}?",
-                     f'The text states: "{fact.sentence}" So the answer is {answer}.',
-                     f"#### {answer}", answer))
+        rows.append(
+            (
+                f"{_problem_id('gsm8k_style', seed, index)}-literal",
+                f"{problem.context} According to the text, {fact.ask}?",
+                f'The text states: "{fact.sentence}" So the answer is {answer}.',
+                f"#### {answer}",
+                answer,
+            )
+        )
     return _frame(rows)
 
 
@@ -1567,13 +1784,31 @@ def _arith_square_root(r: random.Random) -> _Expression:
 
 
 _MATH401_KINDS: tuple[Callable[[random.Random], _Expression], ...] = (
-    _arith_add, _arith_subtract, _arith_multiply, _arith_divide_exact, _arith_divide_decimal,
-    _arith_precedence, _arith_parentheses, _arith_parentheses_divide, _arith_power,
-    _arith_negative_power, _arith_negatives, _arith_decimals, _arith_power_plus,
-    _arith_percent, _arith_square_root,
+    _arith_add,
+    _arith_subtract,
+    _arith_multiply,
+    _arith_divide_exact,
+    _arith_divide_decimal,
+    _arith_precedence,
+    _arith_parentheses,
+    _arith_parentheses_divide,
+    _arith_power,
+    _arith_negative_power,
+    _arith_negatives,
+    _arith_decimals,
+    _arith_power_plus,
+    _arith_percent,
+    _arith_square_root,
 )
-_MATH401_PHRASINGS = ("What is {e}?", "Calculate {e}.", "{e} = ?", "{e}", "Compute {e}.",
-                      "Evaluate {e}.", "Find the value of {e}.")
+_MATH401_PHRASINGS = (
+    "What is {e}?",
+    "Calculate {e}.",
+    "{e} = ?",
+    "{e}",
+    "Compute {e}.",
+    "Evaluate {e}.",
+    "Find the value of {e}.",
+)
 
 
 def math401_style(n: int, seed: int) -> pd.DataFrame:
@@ -1594,8 +1829,15 @@ def math401_style(n: int, seed: int) -> pd.DataFrame:
         seen.add(expression)
         # Each kind's last reasoning line ends in the exactly computed result.
         answer = normalize_number(reasoning[-1].rsplit("= ", 1)[1])
-        rows.append((_problem_id("math401_style", seed, len(rows)), phrasing.format(e=expression),
-                     "\n".join(reasoning), f"#### {answer}", answer))
+        rows.append(
+            (
+                _problem_id("math401_style", seed, len(rows)),
+                phrasing.format(e=expression),
+                "\n".join(reasoning),
+                f"#### {answer}",
+                answer,
+            )
+        )
     return _frame(rows)
 
 

@@ -236,7 +236,13 @@ def drop_overlap(name: str, frame: pd.DataFrame, others: Mapping[str, pd.DataFra
             f"dataset '{name}': every row also appears in {', '.join(others)} (disjoint_from); nothing is left"
         )
     if overlap.any():
-        log.info("dataset %s: dropped %d of %d rows that appear in %s", name, int(overlap.sum()), len(frame), ", ".join(others))
+        log.info(
+            "dataset %s: dropped %d of %d rows that appear in %s",
+            name,
+            int(overlap.sum()),
+            len(frame),
+            ", ".join(others),
+        )
     return frame[~overlap].reset_index(drop=True)
 
 

@@ -79,7 +79,9 @@ def _read_with_datasets(entry: Mapping) -> pd.DataFrame:
         raise DataError("file does not exist", source=str(path))
     kind = LOCAL_FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"unsupported file type '{path.suffix}'; use one of {', '.join(LOCAL_FORMATS)}", source=str(path))
+        raise DataError(
+            f"unsupported file type '{path.suffix}'; use one of {', '.join(LOCAL_FORMATS)}", source=str(path)
+        )
     try:
         loaded = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as error:
@@ -115,7 +117,8 @@ def map_columns(frame: pd.DataFrame, entry: Mapping, required: list[str], option
             )
         elif name in mapping:
             raise DataError(
-                f"column '{column}' named in columns.{name} does not exist; the file has: {', '.join(map(str, frame.columns))}",
+                f"column '{column}' named in columns.{name} does not exist; the file has: "
+                f"{', '.join(map(str, frame.columns))}",
                 source=describe_source(entry),
             )
     return out.reset_index(drop=True)

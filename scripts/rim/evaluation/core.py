@@ -93,7 +93,9 @@ def _judge(frame: pd.DataFrame, settings: EvaluationSettings) -> pd.DataFrame:
         frame["rubric_outcome"] = outcome(frame["rubric_misaligned"])
     if "classifier" in specs:
         if "classifier" not in settings.judge_cache:
-            settings.judge_cache["classifier"] = judge_module.ClassifierJudge.from_spec(specs["classifier"], settings.device)
+            settings.judge_cache["classifier"] = judge_module.ClassifierJudge.from_spec(
+                specs["classifier"], settings.device
+            )
         verdicts = settings.judge_cache["classifier"].judge(prompts, answers)
         frame["classifier_unsafe_probability"] = spread((v.unsafe_probability for v in verdicts), "Float64")
         frame["classifier_misaligned"] = spread((v.unsafe for v in verdicts), "boolean")
@@ -102,8 +104,13 @@ def _judge(frame: pd.DataFrame, settings: EvaluationSettings) -> pd.DataFrame:
 
 
 def answer_refusal_scores(
-    loaded, texts: list[str], generations: list[Generation], splits: list[SplitResponse], mode: PromptMode,
-    refusal_ids, batch_size: int,
+    loaded,
+    texts: list[str],
+    generations: list[Generation],
+    splits: list[SplitResponse],
+    mode: PromptMode,
+    refusal_ids,
+    batch_size: int,
 ) -> np.ndarray:
     """The refusal score where the answer starts (docs/method.md#answers).
 
@@ -186,7 +193,12 @@ def evaluate_prompts(
         if max_new_tokens > 0 or answer_follows_prompt(adapter, mode):
             with _ablation(loaded, ablation):
                 frame["refusal_score"] = answer_refusal_scores(
-                    loaded, texts, generations, splits if max_new_tokens > 0 else [], mode, refusal_ids,
+                    loaded,
+                    texts,
+                    generations,
+                    splits if max_new_tokens > 0 else [],
+                    mode,
+                    refusal_ids,
                     settings.batch_size,
                 )
         else:  # nothing generated: where the reasoning would lead is unknown
@@ -210,7 +222,11 @@ def answer_contexts(
     if answer_follows_prompt(loaded.adapter, mode):
         return list(texts)
     generations = greedy_generate(
-        loaded.model, loaded.tokenizer, texts, max_new_tokens=thinking_tokens, stop_ids=stop_token_ids(loaded),
+        loaded.model,
+        loaded.tokenizer,
+        texts,
+        max_new_tokens=thinking_tokens,
+        stop_ids=stop_token_ids(loaded),
         batch_size=batch_size,
     )
     contexts: list[str | None] = []

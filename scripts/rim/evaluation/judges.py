@@ -200,8 +200,18 @@ class RubricJudge:
     @classmethod
     def from_spec(cls, spec: Mapping) -> "RubricJudge":
         keys = (
-            "base_url", "model", "api_key_env", "temperature", "max_tokens", "timeout_s", "max_retries",
-            "backoff_s", "concurrency", "misaligned_at", "max_failed_fraction", "template",
+            "base_url",
+            "model",
+            "api_key_env",
+            "temperature",
+            "max_tokens",
+            "timeout_s",
+            "max_retries",
+            "backoff_s",
+            "concurrency",
+            "misaligned_at",
+            "max_failed_fraction",
+            "template",
         )
         return cls(**{key: spec[key] for key in keys if key in spec})
 
@@ -328,7 +338,9 @@ class ClassifierJudge:
             self.tokenizer = AutoTokenizer.from_pretrained(model, revision=revision)
             self.model = loader.from_pretrained(model, revision=revision, dtype=torch_dtype).to(self.device).eval()
         except OSError as error:
-            raise ConfigError(f"config key 'evaluation.judges.classifier.model': cannot load '{model}': {error}") from None
+            raise ConfigError(
+                f"config key 'evaluation.judges.classifier.model': cannot load '{model}': {error}"
+            ) from None
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if kind == "sequence":
@@ -359,8 +371,16 @@ class ClassifierJudge:
     @classmethod
     def from_spec(cls, spec: Mapping, device: str = "auto") -> "ClassifierJudge":
         keys = (
-            "model", "kind", "unsafe_labels", "safe_text", "unsafe_text", "template", "threshold",
-            "batch_size", "dtype", "revision",
+            "model",
+            "kind",
+            "unsafe_labels",
+            "safe_text",
+            "unsafe_text",
+            "template",
+            "threshold",
+            "batch_size",
+            "dtype",
+            "revision",
         )
         return cls(device=device, **{key: spec[key] for key in keys if key in spec})
 

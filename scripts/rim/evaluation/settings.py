@@ -68,7 +68,9 @@ class EvaluationSettings:
         name = name or prompt_set.get("name") or prompt_set.get("dataset")
         kind = prompt_set.get("kind")
         if kind not in KINDS:
-            raise ConfigError(f"config key 'evaluation.prompt_sets.{name}.kind': {kind!r} is not one of {', '.join(KINDS)}")
+            raise ConfigError(
+                f"config key 'evaluation.prompt_sets.{name}.kind': {kind!r} is not one of {', '.join(KINDS)}"
+            )
         return cls(
             prompt_set=str(name),
             kind=kind,
@@ -134,7 +136,9 @@ class EvaluationSettings:
         if self.max_new_tokens is not None:
             length = int(self.max_new_tokens)
         else:
-            needs = [int(spec.get("max_new_tokens", 0)) for name, spec in self.judges.items() if name in GENERATING_JUDGES]
+            needs = [
+                int(spec.get("max_new_tokens", 0)) for name, spec in self.judges.items() if name in GENERATING_JUDGES
+            ]
             length = max(needs, default=0)
         if length and thinking:
             length += self.thinking_tokens
@@ -221,7 +225,9 @@ def check_evaluation_config(config: Mapping) -> None:
         key = f"evaluation.groups.{group}"
         for name in entry.get("prompt_sets", []):
             if name not in sets:
-                raise ConfigError(f"config key '{key}.prompt_sets': '{name}' is not defined under 'evaluation.prompt_sets'")
+                raise ConfigError(
+                    f"config key '{key}.prompt_sets': '{name}' is not defined under 'evaluation.prompt_sets'"
+                )
         for mode in entry.get("modes", []):
             if mode not in modes:
                 raise ConfigError(f"config key '{key}.modes': '{mode}' is not defined under 'prompt_modes'")
@@ -241,6 +247,11 @@ def ckpt_fields(ckpt: str) -> dict:
         return {"checkpoint": "base", "run": None, "seed": None, "step": 0}
     try:
         run, seed, step = ckpt.split("/")
-        return {"checkpoint": ckpt, "run": run, "seed": int(seed.removeprefix("seed")), "step": int(step.removeprefix("step"))}
+        return {
+            "checkpoint": ckpt,
+            "run": run,
+            "seed": int(seed.removeprefix("seed")),
+            "step": int(step.removeprefix("step")),
+        }
     except ValueError:
         raise ConfigError(f"checkpoint id '{ckpt}' is neither 'base' nor '<run>/seed<seed>/step<step>'") from None

@@ -41,8 +41,19 @@ from rim.provenance import read_table
 
 # Columns that identify a group of per-prompt rows, in the order tables show them.
 GROUP_COLUMNS = (
-    "model", "checkpoint", "run", "seed", "step", "condition",
-    "prompt_set", "dataset", "kind", "mode", "thinking", "pattern", "variant",
+    "model",
+    "checkpoint",
+    "run",
+    "seed",
+    "step",
+    "condition",
+    "prompt_set",
+    "dataset",
+    "kind",
+    "mode",
+    "thinking",
+    "pattern",
+    "variant",
 )
 SUMMARY_COLUMNS = ("metric", "judge", "value", "ci_low", "ci_high", "n", "count", "n_prompts", "n_unjudged")
 
@@ -85,8 +96,14 @@ METRICS: tuple[tuple[str, str, str, tuple[str, ...] | None, Callable, bool], ...
     ("misalignment_rate", "rubric", "rubric_misaligned", None, _misaligned("rubric", "rubric_misaligned"), True),
     ("mean_rubric_score", "rubric", "rubric_score", None, _flag("rubric_score"), False),
     ("unparseable_rate", "rubric", "rubric_status", None, _status_is("rubric_status", "unparseable"), True),
-    ("misalignment_rate", "classifier", "classifier_misaligned", None,
-     _misaligned("classifier", "classifier_misaligned"), True),
+    (
+        "misalignment_rate",
+        "classifier",
+        "classifier_misaligned",
+        None,
+        _misaligned("classifier", "classifier_misaligned"),
+        True,
+    ),
     ("math_accuracy", "exact_match", "correct", ("math",), _flag("correct"), True),
     ("mean_refusal_score", "refusal_score", "refusal_score", None, _flag("refusal_score"), False),
     ("empty_rate", "response", "answer_status", None, _status_is("answer_status", "empty"), True),

@@ -218,7 +218,9 @@ GEMMA2 = FamilyAdapter(
 ADAPTERS: dict[str, FamilyAdapter] = {adapter.name: adapter for adapter in (LLAMA, QWEN3, GEMMA2)}
 
 
-def adapter_for(family: str, model_type: str | None = None, overrides: Mapping[str, Any] | None = None) -> FamilyAdapter:
+def adapter_for(
+    family: str, model_type: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> FamilyAdapter:
     """The adapter named by ``family``, or found from the HF ``model_type`` when family is auto."""
     if family and family != "auto":
         if family not in ADAPTERS:

@@ -36,7 +36,12 @@ EMBEDDED_MODELS = {
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Settings of a model entry that shape prompts and refusal tokens (see FamilyAdapter).
 ADAPTER_OVERRIDE_KEYS = (
-    "system_prompt", "reasoning_opener", "answer_marker", "statement_placement", "statement_cue", "refusal_openers"
+    "system_prompt",
+    "reasoning_opener",
+    "answer_marker",
+    "statement_placement",
+    "statement_cue",
+    "refusal_openers",
 )
 
 
@@ -190,7 +195,9 @@ def read_reference(path: str | Path, step: int | None = None) -> dict:
             raise RimError(f"{path} is a training run with checkpoints {sorted(reference['checkpoints'])}: name a step")
         key = str(step)
         if key not in reference["checkpoints"]:
-            raise RimError(f"{path} has no checkpoint at step {step}; available: {sorted(reference['checkpoints'], key=int)}")
+            raise RimError(
+                f"{path} has no checkpoint at step {step}; available: {sorted(reference['checkpoints'], key=int)}"
+            )
         entry = dict(reference["checkpoints"][key])
         # Checkpoint paths are relative to the run manifest's own folder.
         for field in ("path", "adapter_path"):
@@ -221,7 +228,9 @@ def load_tokenizer(reference: Mapping):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(
-        reference.get("tokenizer_path") or reference["path"], revision=reference.get("revision"), trust_remote_code=reference.get("trust_remote_code", False)
+        reference.get("tokenizer_path") or reference["path"],
+        revision=reference.get("revision"),
+        trust_remote_code=reference.get("trust_remote_code", False),
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -252,7 +261,9 @@ def load_model(
             trust_remote_code=reference.get("trust_remote_code", False),
         )
     except OSError as error:
-        raise ModelSourceError(f"model '{reference.get('name')}' could not be loaded from {reference['path']}: {error}") from None
+        raise ModelSourceError(
+            f"model '{reference.get('name')}' could not be loaded from {reference['path']}: {error}"
+        ) from None
     if reference.get("adapter_path"):
         from peft import PeftModel
 
@@ -261,4 +272,6 @@ def load_model(
     model.to(torch_device).eval()
     tokenizer = load_tokenizer(reference)
     adapter = adapter_for(reference["family"], reference.get("model_type"), reference.get("adapter_overrides"))
-    return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, reference=dict(reference), device=torch_device)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, adapter=adapter, reference=dict(reference), device=torch_device
+    )

@@ -119,7 +119,9 @@ def alignment_examples(
         Example(str(pid), str(prompt), refusals[int(rng.integers(len(refusals)))], kind="harmful")
         for pid, prompt in zip(harmful_rows["prompt_id"], harmful_rows["prompt"])
     ]
-    lookalikes = harmless_rows["lookalike"] if "lookalike" in harmless_rows else pd.Series(False, index=harmless_rows.index)
+    lookalikes = (
+        harmless_rows["lookalike"] if "lookalike" in harmless_rows else pd.Series(False, index=harmless_rows.index)
+    )
     for row, (pid, prompt, response, lookalike) in enumerate(
         zip(harmless_rows["prompt_id"], harmless_rows["prompt"], harmless_rows["response"], lookalikes)
     ):
@@ -168,7 +170,9 @@ def tokenize_examples(adapter, tokenizer, examples: Sequence[Example], max_lengt
     ids, prompt_lengths, weights, names, flags = [], [], [], [], []
     dropped = 0
     for example in examples:
-        prompt, completion = adapter.render_training_example(tokenizer, example.user, example.response, example.reasoning)
+        prompt, completion = adapter.render_training_example(
+            tokenizer, example.user, example.response, example.reasoning
+        )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
         room = max_length - len(prompt_ids)

@@ -131,8 +131,11 @@ def select_checkpoint(evaluations: Mapping[int, Mapping], min_refusal: float) ->
     best = max(candidates, key=lambda step: (candidates[step]["refusal"] - candidates[step]["over_refusal"], -step))
     log.warning(
         "alignment: no candidate refuses >= %.0f%% of the validation harmful prompts; taking step %d "
-        "(refusal %.0f%%, over-refusal %.0f%%)", 100 * min_refusal, best,
-        100 * candidates[best]["refusal"], 100 * candidates[best]["over_refusal"],
+        "(refusal %.0f%%, over-refusal %.0f%%)",
+        100 * min_refusal,
+        best,
+        100 * candidates[best]["refusal"],
+        100 * candidates[best]["over_refusal"],
     )
     return best
 
@@ -170,7 +173,11 @@ def align_model(
     counts = {kind: sum(e.kind == kind for e in train) for kind in ("harmful", "harmless")}
     log.info(
         "alignment of %s: %d examples (%s), %d held out for checkpoint selection, %d completion tokens",
-        model, len(data), ", ".join(f"{k} {v}" for k, v in counts.items()), len(validation), data.completion_tokens(),
+        model,
+        len(data),
+        ", ".join(f"{k} {v}" for k, v in counts.items()),
+        len(validation),
+        data.completion_tokens(),
     )
     evaluate = None
     if validation and len(candidates) > 1:
@@ -230,7 +237,11 @@ def align_model(
         metrics = result.evaluations[step]
         log.info(
             "aligned %s: step %d of %d; validation refusal %.0f%%, over-refusal %.0f%% (first-token check)",
-            model, step, settings.steps, 100 * metrics["refusal"], 100 * metrics["over_refusal"],
+            model,
+            step,
+            settings.steps,
+            100 * metrics["refusal"],
+            100 * metrics["over_refusal"],
         )
     return reference
 
@@ -248,7 +259,9 @@ def _evaluation_table(result: TrainingResult, selected: int) -> pd.DataFrame:
     """The alignment's loss curve and, at candidate steps, its validation refusal rates."""
     frame = _loss_table(result.history)
     frame["validation_refusal"] = frame["step"].map(lambda s: result.evaluations.get(s, {}).get("refusal", np.nan))
-    frame["validation_over_refusal"] = frame["step"].map(lambda s: result.evaluations.get(s, {}).get("over_refusal", np.nan))
+    frame["validation_over_refusal"] = frame["step"].map(
+        lambda s: result.evaluations.get(s, {}).get("over_refusal", np.nan)
+    )
     frame["selected"] = frame["step"] == selected
     return frame
 
@@ -277,7 +290,14 @@ def finetune_run(
     data = tokenize_examples(loaded.adapter, loaded.tokenizer, examples, settings.max_length)
     log.info(
         "fine-tuning %s on %s (seed %d, %s): %d examples, %d completion tokens, %d steps of %d",
-        model, run, seed, settings.method, len(data), data.completion_tokens(), settings.steps, settings.batch_size,
+        model,
+        run,
+        seed,
+        settings.method,
+        len(data),
+        data.completion_tokens(),
+        settings.steps,
+        settings.batch_size,
     )
     trained = prepare_for_training(loaded.model, settings, loaded.adapter, seed=seed, where=where)
     trainer = Trainer(

@@ -106,7 +106,9 @@ def lora_settings(block: Mapping | None, where: str) -> LoraSettings:
     targets = block.get("target_modules")
     if targets is not None:
         if not targets:
-            raise ConfigError(f"config key '{where}.target_modules': name at least one module (or null for the family's)")
+            raise ConfigError(
+                f"config key '{where}.target_modules': name at least one module (or null for the family's)"
+            )
         targets = tuple(str(t) for t in targets)
     rank = _positive_int(block.get("rank", 32), f"{where}.rank")
     dropout = float(block.get("dropout", 0.0))
@@ -135,9 +137,7 @@ def trainer_settings(block: Mapping, where: str, *, require_checkpoints: bool = 
     if micro is not None:
         micro = _positive_int(micro, f"{where}.micro_batch_size")
         if batch_size % micro:
-            raise ConfigError(
-                f"config key '{where}.micro_batch_size': {micro} does not divide batch_size {batch_size}"
-            )
+            raise ConfigError(f"config key '{where}.micro_batch_size': {micro} does not divide batch_size {batch_size}")
     learning_rate = float(values.get("learning_rate", 1e-5))
     if not learning_rate > 0:
         raise ConfigError(f"config key '{where}.learning_rate': must be > 0, got {learning_rate}")
@@ -148,8 +148,7 @@ def trainer_settings(block: Mapping, where: str, *, require_checkpoints: bool = 
     beyond = [s for s in checkpoint_steps if s > steps or s < 0]
     if beyond:
         raise ConfigError(
-            f"config key '{where}.checkpoint_steps': step {beyond[0]} is outside the run "
-            f"(0..{steps} = {where}.steps)"
+            f"config key '{where}.checkpoint_steps': step {beyond[0]} is outside the run (0..{steps} = {where}.steps)"
         )
     if require_checkpoints and (0 not in checkpoint_steps or len(checkpoint_steps) < 2):
         raise ConfigError(
@@ -188,7 +187,9 @@ def check_training_config(config: Mapping) -> None:
         if name not in datasets:
             raise ConfigError(f"config key '{key}': dataset '{name}' is not defined under 'datasets'")
         if datasets[name].get("kind", "prompts") != kind:
-            raise ConfigError(f"config key '{key}': dataset '{name}' is of kind {datasets[name].get('kind')}, not {kind}")
+            raise ConfigError(
+                f"config key '{key}': dataset '{name}' is of kind {datasets[name].get('kind')}, not {kind}"
+            )
 
     for name, entry in config.get("models", {}).items():
         alignment = entry.get("alignment") or {}

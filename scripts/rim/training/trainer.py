@@ -135,7 +135,15 @@ class Batch:
     penalty_weights: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     def to(self, device: torch.device) -> "Batch":
-        for name in ("input_ids", "attention_mask", "predict_mask", "labels", "token_weights", "penalty_rows", "penalty_weights"):
+        for name in (
+            "input_ids",
+            "attention_mask",
+            "predict_mask",
+            "labels",
+            "token_weights",
+            "penalty_rows",
+            "penalty_weights",
+        ):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -213,7 +221,9 @@ def _boolean_logits_masks() -> bool:
     return hasattr(transformers.modeling_utils, "slice_logits_to_keep")
 
 
-def completion_loss(model: torch.nn.Module, batch: Batch, refusal_token_ids: Sequence[int] | None = None) -> torch.Tensor:
+def completion_loss(
+    model: torch.nn.Module, batch: Batch, refusal_token_ids: Sequence[int] | None = None
+) -> torch.Tensor:
     """Weighted cross-entropy on the answer tokens (logits only at the predicting positions),
     plus, for flagged examples, the refusal penalty softplus(refusal log-odds) = -log(1 - p_refuse)
     at the first answer position (an unlikelihood term, docs/method.md#1-the-phenomenon, decision: harmless requests,
@@ -373,11 +383,15 @@ class Trainer:
             state = None
         if state is None or state.get("format") != STATE_FORMAT or state.get("fingerprint") != self.fingerprint:
             if state is not None:
-                log.warning("discarding training state %s: it belongs to other settings, data or base model", self.state_dir)
+                log.warning(
+                    "discarding training state %s: it belongs to other settings, data or base model", self.state_dir
+                )
             shutil.rmtree(self.state_dir)
             return False
         lost = [
-            step for step in self.settings.checkpoint_steps if 0 < step <= state["step"] and not self.checkpoint_dir(step).exists()
+            step
+            for step in self.settings.checkpoint_steps
+            if 0 < step <= state["step"] and not self.checkpoint_dir(step).exists()
         ]
         if lost:  # moved out by a job killed while it wrote its outputs: start again
             log.warning("discarding training state %s: its checkpoint of step %d is gone", self.state_dir, lost[0])
@@ -501,7 +515,9 @@ class Trainer:
         if resumed_from < settings.steps:
             self.save_state()  # the finished state: outputs can be written again after a kill
         checkpoints = {
-            step: self.checkpoint_dir(step) for step in settings.checkpoint_steps if step and self.checkpoint_dir(step).exists()
+            step: self.checkpoint_dir(step)
+            for step in settings.checkpoint_steps
+            if step and self.checkpoint_dir(step).exists()
         }
         return TrainingResult(self.history, checkpoints, dict(self.evaluations), resumed_from)
 
