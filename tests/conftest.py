@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import re
 
 import pytest
 
@@ -14,6 +17,28 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+# A test that runs Snakemake, itself or through a fixture, is a workflow test: `pytest -m "not
+# workflow"` is the unit-only loop (about a minute on 2 cores).
+_RUNS_SNAKEMAKE = re.compile(r"\bsnakemake\w*\(|\bdry_run\(|\bSNAKEMAKE\b")
+
+
+@functools.cache
+def _runs_snakemake(function) -> bool:
+    try:
+        return bool(_RUNS_SNAKEMAKE.search(inspect.getsource(function)))
+    except (OSError, TypeError):
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        functions = [getattr(item, "function", None)]
+        for definitions in item._fixtureinfo.name2fixturedefs.values():
+            functions.extend(definition.func for definition in definitions)
+        if any(_runs_snakemake(function) for function in functions if function is not None):
+            item.add_marker(pytest.mark.workflow)
 
 
 @pytest.fixture(scope="session")
