@@ -19,25 +19,25 @@ from rim.training.examples import refusals_path
 from rim.training.runs import align_model
 
 
-def run(step: cli.Step) -> None:
+def run(job: cli.Job) -> None:
     reference = align_model(
-        model=step.wildcards["model"],
-        block=step.params["alignment"],
-        source_reference=step.input["source"],
-        harmful=step.input["harmful"],
-        harmless=step.input["harmless"],
-        refusals=step.input["refusals"],
-        output_reference=step.output["reference"],
-        output_dir=step.output["weights"],
-        state_dir=step.params["state_dir"],
-        device=step.params["device"],
+        model=job.wildcards["model"],
+        block=job.params["alignment"],
+        source_reference=job.input["source"],
+        harmful=job.input["harmful"],
+        harmless=job.input["harmless"],
+        refusals=job.input["refusals"],
+        output_reference=job.output["reference"],
+        output_dir=job.output["weights"],
+        state_dir=job.params["state_dir"],
+        device=job.params["device"],
     )
     cli.log.info(
-        "aligned model %s at %s (step %d)", reference["name"], step.output["reference"], reference["alignment"]["step"]
+        "aligned model %s at %s (step %d)", reference["name"], job.output["reference"], reference["alignment"]["step"]
     )
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--model", required=True, help="model name under 'models' in the config")
     parser.add_argument(
@@ -52,7 +52,7 @@ def build_step(argv=None) -> cli.Step:
     config = load_config(args.config)
     block = cli.config_entry(config, "models", args.model)["alignment"]
     output = Path(args.output)
-    return cli.Step(
+    return cli.Job(
         input={
             "source": args.source or f"results/models/{args.model}/source.json",
             "harmful": f"{args.data}/{block['harmful']}.parquet",
@@ -72,4 +72,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

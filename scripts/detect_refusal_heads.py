@@ -35,14 +35,14 @@ from rim.heads_settings import detection_params
 from rim.provenance import collect, write_table
 
 
-def run(step: cli.Step) -> None:
-    params, wildcards = step.params, step.wildcards
+def run(job: cli.Job) -> None:
+    params, wildcards = job.params, job.wildcards
     detection = params["detection"]
     loaded = load_model(
-        str(step.input["reference"]), step=params.get("checkpoint_step"), device=params.get("device", "auto")
+        str(job.input["reference"]), step=params.get("checkpoint_step"), device=params.get("device", "auto")
     )
     move = region_move(loaded.adapter, detection["move"])
-    prompts = select_head_prompts(str(step.input["table"]), params["prompt_set"])
+    prompts = select_head_prompts(str(job.input["table"]), params["prompt_set"])
     ids = prompts["prompt_id"].astype(str).tolist()
     cli.log.info("%d prompts of %s; refusal-head move: %s", len(prompts), params["prompt_set"]["name"], move.describe())
     tables = []
@@ -70,8 +70,8 @@ def run(step: cli.Step) -> None:
         reference=loaded.reference,
         move=move.describe(),
     )
-    write_table(scores.assign(**identity), step.output["scores"], provenance)
-    write_table(argmax.assign(**identity), step.output["argmax"], provenance)
+    write_table(scores.assign(**identity), job.output["scores"], provenance)
+    write_table(argmax.assign(**identity), job.output["argmax"], provenance)
     top = top_refusal_heads(scores, 9)
     shares = scores.set_index(["layer", "head"])["share"]
     cli.log.info(
@@ -88,7 +88,7 @@ def run(step: cli.Step) -> None:
         )
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
 
     parser = cli.standalone_parser(__doc__)
@@ -102,7 +102,7 @@ def build_step(argv=None) -> cli.Step:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     params = detection_params(config)
-    return cli.Step(
+    return cli.Job(
         input={"reference": args.reference, "table": f"{args.results}/data/{params['prompt_set']['dataset']}.parquet"},
         output={"scores": args.output, "argmax": args.argmax},
         params={**params, "checkpoint_step": args.step, "device": config["device"]},
@@ -113,4 +113,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

@@ -19,6 +19,7 @@ Evaluation tables are looked up under --results (default results/).
 """
 
 from rim import cli
+from rim.checkpoints import parse_checkpoint
 from rim.activations import DumpSettings, InputSet, dump_activations
 from rim.errors import DataError
 from rim.models import load_model
@@ -59,13 +60,13 @@ def read_input_set(item: dict, max_examples: int | None) -> InputSet:
     )
 
 
-def run(step: cli.Step) -> None:
-    params, wildcards = step.params, step.wildcards
+def run(job: cli.Job) -> None:
+    params, wildcards = job.params, job.wildcards
     settings = DumpSettings.from_config(params["activations"])
     ckpt = wildcards["ckpt"]
     input_sets = [read_input_set(item, params["activations"].get("max_examples")) for item in params["inputs"]]
     loaded = load_model(
-        str(step.input["reference"]), step=params.get("checkpoint_step"), device=params.get("device", "auto")
+        str(job.input["reference"]), step=params.get("checkpoint_step"), device=params.get("device", "auto")
     )
     total = sum(len(inputs.prompt_ids) for inputs in input_sets)
     cli.log.info(
@@ -89,12 +90,12 @@ def run(step: cli.Step) -> None:
         checkpoint=ckpt,
         reference=loaded.reference,
     )
-    kl_reference = step.input.get("kl_reference")
+    kl_reference = job.input.get("kl_reference")
     path = dump_activations(
         loaded,
         input_sets,
         settings,
-        step.output["dump"],
+        job.output["dump"],
         attributes=attributes,
         provenance=provenance,
         kl_reference=str(kl_reference) if kl_reference else None,
@@ -105,13 +106,10 @@ def run(step: cli.Step) -> None:
 
 
 def _checkpoint_fields(ckpt: str) -> tuple[str | None, int | None, int]:
-    if ckpt == "base":
-        return None, None, 0
-    run_name, seed, number = ckpt.split("/")
-    return run_name, int(seed.removeprefix("seed")), int(number.removeprefix("step"))
+    return tuple(parse_checkpoint(ckpt))
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
     from rim.activations import dump_plan
 
@@ -128,7 +126,7 @@ def build_step(argv=None) -> cli.Step:
     config = load_config(args.config)
     cli.config_entry(config, "models", args.model)
     run_name, _, number = _checkpoint_fields(args.checkpoint)
-    return cli.Step(
+    return cli.Job(
         input={"reference": args.reference, **({"kl_reference": args.kl_reference} if args.kl_reference else {})},
         output={"dump": args.output},
         params={
@@ -144,4 +142,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

@@ -27,8 +27,8 @@ from rim.prompts import prompt_mode
 from rim.provenance import collect, read_table, write_table
 
 
-def run(step: cli.Step) -> None:
-    params, wildcards = step.params, step.wildcards
+def run(job: cli.Job) -> None:
+    params, wildcards = job.params, job.wildcards
     settings = EvaluationSettings.from_params(
         params["prompt_set"],
         name=wildcards["promptset"],
@@ -37,9 +37,9 @@ def run(step: cli.Step) -> None:
         device=params.get("device", "auto"),
     )
     mode = prompt_mode(wildcards["mode"], params["mode"])
-    table_path = str(step.input["table"])
+    table_path = str(job.input["table"])
     prompts = select_prompts(read_table(table_path), settings, source=table_path)
-    loaded = load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=settings.device)
+    loaded = load_model(str(job.input["reference"]), step=params.get("checkpoint_step"), device=settings.device)
     cli.log.info(
         "%s at %s: %d prompts of %s in mode %s, judges %s",
         wildcards["model"],
@@ -62,7 +62,7 @@ def run(step: cli.Step) -> None:
         checkpoint=wildcards["ckpt"],
         reference=loaded.reference,
     )
-    write_table(frame, step.output["table"], provenance)
+    write_table(frame, job.output["table"], provenance)
     _log_rates(frame)
 
 
@@ -91,7 +91,7 @@ def _checkpoint_id(reference: str, step: int | None) -> str:
     )
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--reference", required=True, help="model reference JSON (source, aligned, or a run manifest)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step of a run manifest")
@@ -116,7 +116,7 @@ def build_step(argv=None) -> cli.Step:
         from rim.models import read_reference
 
         model = read_reference(args.reference, args.step)["name"]
-    return cli.Step(
+    return cli.Job(
         input={"reference": args.reference, "table": args.table or f"results/data/{prompt_set['dataset']}.parquet"},
         output={"table": args.output},
         params={
@@ -134,4 +134,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

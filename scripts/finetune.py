@@ -20,25 +20,25 @@ from rim.config import load_config
 from rim.training.runs import finetune_run
 
 
-def run(step: cli.Step) -> None:
+def run(job: cli.Job) -> None:
     record = finetune_run(
-        model=step.wildcards["model"],
-        run=step.wildcards["run"],
-        seed=int(step.wildcards["seed"]),
-        block=step.params["finetuning"],
-        run_block=step.params["run"],
-        base_reference=step.input["base"],
-        dataset=step.input["dataset"],
-        manifest=step.output["manifest"],
-        loss_table=step.output["loss"],
-        checkpoints_dir=step.output["checkpoints"],
-        state_dir=step.params["state_dir"],
-        device=step.params["device"],
+        model=job.wildcards["model"],
+        run=job.wildcards["run"],
+        seed=int(job.wildcards["seed"]),
+        block=job.params["finetuning"],
+        run_block=job.params["run"],
+        base_reference=job.input["base"],
+        dataset=job.input["dataset"],
+        manifest=job.output["manifest"],
+        loss_table=job.output["loss"],
+        checkpoints_dir=job.output["checkpoints"],
+        state_dir=job.params["state_dir"],
+        device=job.params["device"],
     )
-    cli.log.info("run %s: checkpoints at steps %s", step.output["manifest"], ", ".join(record["checkpoints"]))
+    cli.log.info("run %s: checkpoints at steps %s", job.output["manifest"], ", ".join(record["checkpoints"]))
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--model", required=True, help="model name under 'models' in the config")
     parser.add_argument("--run", required=True, help="training run name under 'training.runs' in the config")
@@ -63,7 +63,7 @@ def build_step(argv=None) -> cli.Step:
     run_block = cli.config_entry(config.get("training", {}), "runs", args.run)
     base = "aligned" if entry["alignment"]["enabled"] else "source"
     folder = Path(args.output).parent
-    return cli.Step(
+    return cli.Job(
         input={
             "base": args.base or f"results/models/{args.model}/{base}.json",
             "dataset": f"{args.data}/{run_block['dataset']}.parquet",
@@ -86,4 +86,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

@@ -25,10 +25,10 @@ def _paths(value) -> list[str]:
     return [str(value)] if isinstance(value, (str, Path)) else [str(path) for path in value]
 
 
-def run(step: cli.Step) -> None:
-    name, settings = step.params["figure"], dict(step.params["settings"])
+def run(job: cli.Job) -> None:
+    name, settings = job.params["figure"], dict(job.params["settings"])
     spec = FIGURES[name]
-    sources = {table: _paths(step.input[table]) for table in spec.tables}
+    sources = {table: _paths(job.input[table]) for table in spec.tables}
     tables = {table: read_tables(paths) for table, paths in sources.items()}
     cli.log.info(
         "figure %s from %s",
@@ -44,20 +44,20 @@ def run(step: cli.Step) -> None:
                 str(error), source=paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more)"
             ) from None
         raise
-    bundle = Path(step.input["bundle"]).read_text(encoding="utf-8") if "bundle" in step.input else None
+    bundle = Path(job.input["bundle"]).read_text(encoding="utf-8") if "bundle" in job.input else None
     save(
         chart,
-        html=step.output["html"],
-        static=step.output["static"],
+        html=job.output["html"],
+        static=job.output["static"],
         bundle=bundle,
         scale=float(settings.get("scale", 2)),
     )
-    with atomic_path(step.output["data"]) as tmp:
+    with atomic_path(job.output["data"]) as tmp:
         frame.to_csv(tmp, index=False)
-    cli.log.info("%s: %d plotted rows -> %s, %s", name, len(frame), step.output["html"], step.output["static"])
+    cli.log.info("%s: %d plotted rows -> %s, %s", name, len(frame), job.output["html"], job.output["static"])
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
 
     parser = cli.standalone_parser(__doc__)
@@ -84,7 +84,7 @@ def build_step(argv=None) -> cli.Step:
         parser.error(f"figure {args.figure} needs --table for: {', '.join(missing)}")
     settings = figure_settings(load_config(args.config), args.figure)
     html = Path(args.output)
-    return cli.Step(
+    return cli.Job(
         input={**tables, **({"bundle": args.bundle} if args.bundle else {})},
         output={
             "html": str(html),
@@ -98,4 +98,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

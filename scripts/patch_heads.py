@@ -50,12 +50,12 @@ def answer_positions(source, target, users: list[str], thinking_tokens: int, bat
     return ids[0], ids[1], kept
 
 
-def run(step: cli.Step) -> None:
-    params, wildcards = step.params, step.wildcards
+def run(job: cli.Job) -> None:
+    params, wildcards = job.params, job.wildcards
     block, ckpt = params["patching"], wildcards["ckpt"]
     device = params.get("device", "auto")
-    models = {ckpt: load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=device)}
-    prompts = select_head_prompts(str(step.input["table"]), params["prompt_set"])
+    models = {ckpt: load_model(str(job.input["reference"]), step=params.get("checkpoint_step"), device=device)}
+    prompts = select_head_prompts(str(job.input["table"]), params["prompt_set"])
     users = prompts["prompt"].tolist()
     cli.log.info(
         "%d prompts of %s; pairs: %s; methods: %s",
@@ -72,9 +72,9 @@ def run(step: cli.Step) -> None:
             continue
         for side_ckpt in (source_ckpt, target_ckpt):
             if side_ckpt not in models:
-                if "base" not in step.input:
+                if "base" not in job.input:
                     raise RimError(f"patching pair '{pair}' runs on the base model: give its reference (--base)")
-                models[side_ckpt] = load_model(str(step.input["base"]), device=device)
+                models[side_ckpt] = load_model(str(job.input["base"]), device=device)
         source_lm, target_lm = models[source_ckpt], models[target_ckpt]
         source_mode = prompt_mode(spec["source"]["mode"], params["modes"][spec["source"]["mode"]])
         target_mode = prompt_mode(spec["target"]["mode"], params["modes"][spec["target"]["mode"]])
@@ -162,10 +162,10 @@ def run(step: cli.Step) -> None:
         checkpoint=ckpt,
         reference=models[ckpt].reference,
     )
-    write_table(frame, step.output["table"], provenance)
+    write_table(frame, job.output["table"], provenance)
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
 
     parser = cli.standalone_parser(__doc__)
@@ -182,7 +182,7 @@ def build_step(argv=None) -> cli.Step:
     inputs = {"reference": args.reference, "table": f"{args.results}/data/{params['prompt_set']['dataset']}.parquet"}
     if args.base:
         inputs["base"] = args.base
-    return cli.Step(
+    return cli.Job(
         input=inputs,
         output={"table": args.output},
         params={**params, "checkpoint_step": args.step, "device": config["device"]},
@@ -193,4 +193,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

@@ -18,21 +18,21 @@ from rim.data.prepare import prepare_dataset, summary
 from rim.provenance import collect, write_table
 
 
-def run(step: cli.Step) -> None:
-    name, entry = step.wildcards["dataset"], step.params["dataset"]
-    disjoint = step.input.get("disjoint") or []
+def run(job: cli.Job) -> None:
+    name, entry = job.wildcards["dataset"], job.params["dataset"]
+    disjoint = job.input.get("disjoint") or []
     disjoint = [disjoint] if isinstance(disjoint, str) else list(disjoint)
     table = prepare_dataset(
         name,
         entry,
-        derived_from=step.input.get("parent"),
+        derived_from=job.input.get("parent"),
         disjoint_from=dict(zip(entry.get("disjoint_from") or [], disjoint)),
     )
-    write_table(table, step.output["table"], collect(entry, dataset=name))
+    write_table(table, job.output["table"], collect(entry, dataset=name))
     cli.log.info("dataset %s: %s", name, summary(table))
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--dataset", required=True, help="dataset name under 'datasets' in the config")
     parser.add_argument("--output", required=True, help="parquet file to write")
@@ -45,7 +45,7 @@ def build_step(argv=None) -> cli.Step:
     inputs = {"parent": args.parent} if args.parent else {}
     if entry.get("disjoint_from"):
         inputs["disjoint"] = [f"{args.data}/{other}.parquet" for other in entry["disjoint_from"]]
-    return cli.Step(
+    return cli.Job(
         input=inputs,
         output={"table": args.output},
         params={"dataset": entry},
@@ -56,4 +56,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

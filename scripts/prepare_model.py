@@ -14,20 +14,20 @@ from rim.config import load_config
 from rim.models.loading import prepare_model
 
 
-def run(step: cli.Step) -> None:
-    reference = prepare_model(step.wildcards["model"], step.params["model"], step.output["reference"])
+def run(job: cli.Job) -> None:
+    reference = prepare_model(job.wildcards["model"], job.params["model"], job.output["reference"])
     cli.log.info(
         "model %s: family %s, %s at %s", reference["name"], reference["family"], reference["kind"], reference["path"]
     )
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--model", required=True, help="model name under 'models' in the config")
     parser.add_argument("--output", required=True, help="path of the reference JSON to write")
     args = parser.parse_args(argv)
     entry = cli.config_entry(load_config(args.config), "models", args.model)
-    return cli.Step(
+    return cli.Job(
         input={},
         output={"reference": args.output},
         params={"model": entry},
@@ -38,4 +38,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

@@ -55,11 +55,11 @@ def verdicts(table_path: str, judge: str) -> dict[str, bool]:
     return {str(pid): bool(value) != inverted for pid, value in zip(judged["prompt_id"], judged[column])}
 
 
-def run(step: cli.Step) -> None:
-    params, wildcards = step.params, step.wildcards
+def run(job: cli.Job) -> None:
+    params, wildcards = job.params, job.wildcards
     block, plan = params["probes"], params["plan"]
-    dump = str(step.input["dump"])
-    evals = {Path(path).stem: str(path) for path in step.input.get("evals", [])}
+    dump = str(job.input["dump"])
+    evals = {Path(path).stem: str(path) for path in job.input.get("evals", [])}
     frames = []
     for item in plan:
         probe, mode = item["probe"], item["mode"]
@@ -119,14 +119,14 @@ def run(step: cli.Step) -> None:
     frame.insert(0, "model", wildcards["model"])
     write_table(
         frame,
-        step.output["table"],
+        job.output["table"],
         collect(
             {"probes": block, "plan": plan}, seed=block["seed"], model=wildcards["model"], checkpoint=wildcards["ckpt"]
         ),
     )
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
 
     parser = cli.standalone_parser(__doc__)
@@ -142,7 +142,7 @@ def build_step(argv=None) -> cli.Step:
     plan = probe_plan(config, args.checkpoint)
     if not plan:
         raise SystemExit("error: the config stores no residual states the probes need (activations.residual_inputs)")
-    return cli.Step(
+    return cli.Job(
         input={"dump": args.dump, "evals": args.evals},
         output={"table": args.output},
         params={"probes": probe_params(config), "plan": plan},
@@ -153,4 +153,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

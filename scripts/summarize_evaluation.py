@@ -18,29 +18,29 @@ from rim.evaluation.summary import contrasts, read_tables, summarize
 from rim.provenance import collect, write_table
 
 
-def run(step: cli.Step) -> None:
-    bootstrap = dict(step.params["bootstrap"])
-    tables = step.input["tables"]
+def run(job: cli.Job) -> None:
+    bootstrap = dict(job.params["bootstrap"])
+    tables = job.input["tables"]
     paths = [str(tables)] if isinstance(tables, str) else [str(path) for path in tables]
     frame = read_tables(paths)
     cli.log.info("%d tables, %d per-prompt rows", len(paths), len(frame))
-    outcomes = dict(step.params.get("outcomes") or {})
+    outcomes = dict(job.params.get("outcomes") or {})
     provenance = collect({"bootstrap": bootstrap, "outcomes": outcomes}, seed=bootstrap.get("seed"), tables=len(paths))
     summary = summarize(frame, **bootstrap, outcomes=outcomes)
-    write_table(summary, step.output["summary"], provenance)
+    write_table(summary, job.output["summary"], provenance)
     paired = contrasts(frame, **bootstrap, outcomes=outcomes)
-    write_table(paired, step.output["contrasts"], provenance)
+    write_table(paired, job.output["contrasts"], provenance)
     cli.log.info("summary: %d rows; contrasts: %d rows", len(summary), len(paired))
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("tables", nargs="+", help="per-prompt evaluation tables")
     parser.add_argument("--output", required=True, help="summary parquet to write")
     parser.add_argument("--contrasts", required=True, help="contrasts parquet to write")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    return cli.Step(
+    return cli.Job(
         input={"tables": args.tables},
         output={"summary": args.output, "contrasts": args.contrasts},
         params={"bootstrap": config["evaluation"]["bootstrap"]},
@@ -50,4 +50,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

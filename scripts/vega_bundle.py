@@ -13,19 +13,19 @@ from rim.figures import vega_bundle
 from rim.provenance import atomic_path
 
 
-def run(step: cli.Step) -> None:
+def run(job: cli.Job) -> None:
     bundle = vega_bundle()
-    with atomic_path(step.output[0]) as tmp:
+    with atomic_path(job.output[0]) as tmp:
         Path(tmp).write_text(bundle, encoding="utf-8")
     cli.log.info("vega-embed bundle: %d characters", len(bundle))
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     parser = cli.standalone_parser(__doc__)
     parser.add_argument("--output", required=True, help="JavaScript file to write")
     args = parser.parse_args(argv)
-    return cli.Step(input={}, output={0: args.output}, threads=args.threads, log_path=args.log)
+    return cli.Job(input={}, output={0: args.output}, threads=args.threads, log_path=args.log)
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

@@ -32,20 +32,20 @@ from rim.prompts import prompt_mode
 from rim.provenance import collect, read_table, write_table
 
 
-def run(step: cli.Step) -> None:
-    params, model = step.params, step.wildcards["model"]
+def run(job: cli.Job) -> None:
+    params, model = job.params, job.wildcards["model"]
     block = params["zeroing"]
-    sets = read_table(step.input["sets"])
+    sets = read_table(job.input["sets"])
     chosen = zeroing_conditions(sets, int(block["random_draws"]))
     sizes = block.get("sizes") or []
     if sizes:
         chosen.update(
             dose_conditions(
-                read_table(step.input["scores"]), sizes, int(block["random_draws"]), int(block.get("random_seed", 0))
+                read_table(job.input["scores"]), sizes, int(block["random_draws"]), int(block.get("random_seed", 0))
             )
         )
     size = int((sets["neuron_set"] == "safety").sum())
-    loaded = load_model(str(step.input["reference"]), device=params.get("device", "auto"))
+    loaded = load_model(str(job.input["reference"]), device=params.get("device", "auto"))
     mode = prompt_mode(block["mode"], params["mode"])
     frames = []
     for prompt_set, entry in params["prompt_sets"].items():
@@ -56,7 +56,7 @@ def run(step: cli.Step) -> None:
             judges=params["judges"][prompt_set],
             device=params.get("device", "auto"),
         )
-        table_path = str(step.input[f"table_{prompt_set}"])
+        table_path = str(job.input[f"table_{prompt_set}"])
         prompts = select_prompts(read_table(table_path), settings, source=table_path)
         for number, (name, condition) in enumerate(chosen.items(), start=1):
             cli.log.info(
@@ -74,13 +74,13 @@ def run(step: cli.Step) -> None:
     frame = pd.concat(frames, ignore_index=True)
     frame.insert(0, "model", model)
     provenance = collect(block, model=model, set_size=size, prompt_sets=params["prompt_sets"])
-    write_table(frame, step.output["table"], provenance)
+    write_table(frame, job.output["table"], provenance)
     rates = summarize(frame, by=["model", "condition", "prompt_set", "kind", "mode"], outcomes=params.get("outcomes"))
     rates = rates.assign(statistic="rate")
     changes = paired_changes(frame, outcomes=params.get("outcomes")).assign(model=model, mode=mode.name)
     doses = dose_response(frame, chosen, outcomes=params.get("outcomes")).assign(model=model, mode=mode.name)
     summary = pd.concat([rates, changes, doses], ignore_index=True)
-    write_table(summary, step.output["summary"], provenance)
+    write_table(summary, job.output["summary"], provenance)
     for _, row in doses[doses["metric"].isin(["misalignment_rate", "math_accuracy"])].iterrows():
         cli.log.info(
             "%s %s, %d neurons zeroed (%d draws) %s: change %+.3f [%.3f, %.3f]",
@@ -95,7 +95,7 @@ def run(step: cli.Step) -> None:
         )
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
 
     parser = cli.standalone_parser(__doc__)
@@ -115,7 +115,7 @@ def build_step(argv=None) -> cli.Step:
         f"table_{name}": f"{args.results}/data/{entry['dataset']}.parquet"
         for name, entry in params["prompt_sets"].items()
     }
-    return cli.Step(
+    return cli.Job(
         input={"reference": args.reference, "sets": args.sets, "scores": args.scores, **tables},
         output={"table": args.output, "summary": args.summary},
         params=params,
@@ -126,4 +126,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

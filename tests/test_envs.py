@@ -21,6 +21,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 RULE = re.compile(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", re.MULTILINE)
+# A rule generated in a loop (figures.smk): `rule:` with its name in a `name:` f-string.
+LOOP_RULE = re.compile(r"^([ \t]+)rule:\n((?:\1[ \t]+.*\n|\n)+)", re.MULTILINE)
 
 
 def normalized(name: str) -> str:
@@ -32,7 +34,11 @@ def rules_with_envs() -> list[tuple[str, Path, Path]]:
     found = []
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         text = smk.read_text()
-        for name, body in RULE.findall(text + "\n"):
+        blocks = RULE.findall(text + "\n")
+        for _, body in LOOP_RULE.findall(text + "\n"):
+            name = re.search(r"name:\s*\n\s*f?\"([^\"]+)\"", body)
+            blocks.append((name.group(1) if name else "(unnamed)", body))
+        for name, body in blocks:
             env = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", body)
             script = re.search(r"script:\s*\n\s*\"([^\"]+)\"", body)
             if env and script:
@@ -119,7 +125,8 @@ RULES = rules_with_envs()
 def test_every_rule_with_a_script_is_found():
     names = {name for name, _, _ in RULES}
     assert {"prepare_dataset", "evaluate", "safety_neurons", "ras", "ras_table", "dump_activations"} <= names
-    assert len(RULES) >= 25
+    assert "figure_{figure_name}" in names  # the figure rules, generated from the registry
+    assert len(RULES) >= 17
 
 
 @pytest.mark.parametrize("rule, env, script", RULES, ids=[name for name, _, _ in RULES])
@@ -142,7 +149,9 @@ def test_the_rules_environment_provides_what_its_script_imports(rule, env, scrip
 def test_the_check_sees_a_gap(tmp_path):
     """The check itself: h5py imported by a rim module at module level is found through the script."""
     script = tmp_path / "step.py"
-    script.write_text("import pandas as pd\nfrom rim.activations import read_input_set\n\ndef run():\n    import altair\n")
+    script.write_text(
+        "import pandas as pd\nfrom rim.activations import read_input_set\n\ndef run():\n    import altair\n"
+    )
     needed = third_party_imports(script)
     assert {"pandas", "h5py", "numpy", "altair"} <= needed
     assert "torch" not in needed  # rim.activations imports torch only inside functions

@@ -32,7 +32,9 @@ def test_default_groups_plan_ras_small_and_everything_under_all(tmp_path, tiny_m
     outputs = planned_outputs(result)
     base = {tuple(p.split("/")[4:6]) for p in outputs if p.startswith("results/eval/tiny/base/")}
     base_expected = {
-        (s, m.removesuffix(".parquet")) for s in ("harmful", "harmless", "multiarith") for m in ("no_think", "think")
+        (s, m.removesuffix(".parquet"))
+        for s in ("harmful", "harmless", "gsm8k_heldout", "multiarith")
+        for m in ("no_think", "think")
     }
     base_expected |= {("harmful", m) for m in PATTERN_MODES} | {
         ("multistep_hard", "no_think"),

@@ -25,10 +25,9 @@ PATTERNS = ("confirmatory_reasoning", "heuristic_reliance")
 
 # ----- hand-made tables in the columns each stage writes ------------------------------------------------
 def _ckpt_fields(ckpt):
-    if ckpt == "base":
-        return {"checkpoint": "base", "run": None, "seed": None, "step": 0}
-    run, seed, step = ckpt.split("/")
-    return {"checkpoint": ckpt, "run": run, "seed": int(seed[4:]), "step": int(step[4:])}
+    from rim.checkpoints import checkpoint_fields
+
+    return checkpoint_fields(ckpt)
 
 
 def _modes():
@@ -293,7 +292,7 @@ def zeroing_table(evaluations):
 
 
 def ras_and_correlations():
-    """results/ras.parquet (scripts/compute_ras.py: base repeated as step 0 of every seed) and its
+    """results/ras.parquet (scripts/ras.py: base repeated as step 0 of every seed) and its
     correlations (rim.ras.correlation_table)."""
     rows = []
     for seed in (0, 1):
@@ -562,7 +561,7 @@ def test_head_ablation_compares_refusal_heads_with_random_heads(tables):
 
 
 def test_head_ablation_without_refusal_heads_says_so(tables):
-    # scripts/ablate_heads.py writes these empty tables when no head moved.
+    # scripts/ablate_refusal_heads.py writes these empty tables when no head moved.
     empty = pd.DataFrame(columns=["model", "checkpoint", "statistic", "condition", "mode", "metric", "value"])
     frame, chart = figures.build("head_ablation", {"ablation": empty}, {})
     assert frame.empty and "No head showed the refusal-head move" in titles(chart.to_dict())
@@ -747,13 +746,13 @@ def test_figure_step_names_the_file_that_lacks_a_column(tables, tmp_path):
 
     path = tmp_path / "summary.parquet"
     tables["thinking"]["summary"].drop(columns=["ci_low"]).to_parquet(path)
-    step = cli.Step(
+    job = cli.Job(
         input={"summary": str(path)},
         output={"html": str(tmp_path / "t.html"), "static": str(tmp_path / "t.png"), "data": str(tmp_path / "t.csv")},
         params={"figure": "thinking", "settings": {}},
     )
     with pytest.raises(SystemExit, match=rf"in {path}: figure 'thinking': the summary table lacks the column 'ci_low'"):
-        cli.run_step(step, make_figure.run)
+        cli.run_job(job, make_figure.run)
     assert not (tmp_path / "t.html").exists()
 
 

@@ -241,7 +241,7 @@ def test_ablation_effects_are_paired_changes_and_refusal_minus_random():
 
 
 def test_ablation_step_zeroes_the_top_heads_and_random_heads_in_their_layers(models, tmp_path):
-    import ablate_heads
+    import ablate_refusal_heads
     from rim import cli
     from rim.provenance import read_provenance
 
@@ -275,13 +275,13 @@ def test_ablation_step_zeroes_the_top_heads_and_random_heads_in_their_layers(mod
         "judges": {"phrases": {"enabled": True, "max_new_tokens": 4}, "refusal_score": {"enabled": True}},
         "device": "cpu",
     }
-    step = cli.Step(
+    job = cli.Job(
         input={"reference": lm.reference_path, "heads": str(tmp_path / "refusal_heads.parquet"), "table": str(table)},
         output={"table": str(tmp_path / "ablation.parquet"), "summary": str(tmp_path / "summary.parquet")},
         params=params,
         wildcards={"model": "tiny", "ckpt": "base"},
     )
-    ablate_heads.run(step)
+    ablate_refusal_heads.run(job)
     frame = pd.read_parquet(tmp_path / "ablation.parquet")
     ablated = frame.groupby("condition")["ablated_heads"].first()
     # Heads with share 0 never count; random heads come from the same layers, never the top ones.

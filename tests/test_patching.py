@@ -209,13 +209,13 @@ def test_patch_step_on_a_checkpoint_patches_the_base_model_in(tmp_path):
         "modes": {"no_think": {"thinking": False}, "think": {"thinking": True}},
         "device": "cpu",
     }
-    step = cli.Step(
+    job = cli.Job(
         input={"reference": str(root / "checkpoint.json"), "base": str(root / "base.json"), "table": str(table)},
         output={"table": str(tmp_path / "patching.parquet")},
         params=params,
         wildcards={"model": "tiny", "ckpt": "gsm8k_style/seed0/step4"},
     )
-    patch_heads.run(step)
+    patch_heads.run(job)
     frame = pd.read_parquet(tmp_path / "patching.parquet")
     assert len(frame) == 2 * 3 * 2 * 4  # pairs x methods x layers x heads
     sides = frame.groupby("pair")[["source_checkpoint", "target_checkpoint", "positions"]].first()
@@ -226,6 +226,6 @@ def test_patch_step_on_a_checkpoint_patches_the_base_model_in(tmp_path):
     assert (wide["exact"].abs() > 1e-4).any()
     assert read_provenance(tmp_path / "patching.parquet")["checkpoint"] == "gsm8k_style/seed0/step4"
     # Without the base model's reference the pair that needs it stops with a clear error.
-    del step.input["base"]
+    del job.input["base"]
     with pytest.raises(Exception, match="base_into_checkpoint.*--base"):
-        patch_heads.run(step)
+        patch_heads.run(job)

@@ -131,13 +131,13 @@ def test_probe_step_reads_the_dump_and_the_verdicts(dump_path, tmp_path):
         "n_boot": 100,
     }
     plan = [{"probe": "harmful_vs_harmless", "mode": "no_think"}, {"probe": "refused_vs_fulfilled", "mode": "no_think"}]
-    step = cli.Step(
+    job = cli.Job(
         input={"dump": str(path), "evals": [str(evals)]},
         output={"table": str(tmp_path / "probes.parquet")},
         params={"probes": block, "plan": plan},
         wildcards={"model": "tiny", "ckpt": "base"},
     )
-    probe_residuals.run(step)
+    probe_residuals.run(job)
     table = pd.read_parquet(tmp_path / "probes.parquet")
     layers = 2
     assert set(table["probe"]) == {"harmful_vs_harmless", "refused_vs_fulfilled"}
@@ -165,12 +165,12 @@ def test_probe_step_names_a_missing_input_set(dump_path, tmp_path):
         "seed": 0,
         "n_boot": 100,
     }
-    step = cli.Step(
+    job = cli.Job(
         input={"dump": str(path), "evals": []},
         output={"table": str(tmp_path / "p.parquet")},
         params={"probes": block, "plan": [{"probe": "harmful_vs_harmless", "mode": "think"}]},
         wildcards={"model": "tiny", "ckpt": "base"},
     )
     with pytest.raises(Exception, match="harmful/think"):
-        probe_residuals.run(step)
+        probe_residuals.run(job)
     assert not (tmp_path / "p.parquet").exists()

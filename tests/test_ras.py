@@ -428,7 +428,7 @@ def test_bad_neuron_settings_stop_at_start_naming_the_key(tiny_model_dirs, tmp_p
     assert "ras.math_inputs.prompt_set" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("script", ["find_safety_neurons.py", "correlate_ras.py"])
+@pytest.mark.parametrize("script", ["safety_neurons.py", "ras_table.py"])
 def test_step_scripts_run_standalone(script):
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / script), "--help"],

@@ -173,7 +173,7 @@ def test_incomplete_dump_says_how_to_rebuild(tmp_path):
 # ----- a step script on a damaged input ----------------------------------------------------------
 @pytest.fixture
 def restore_logging():
-    """run_step configures the root logger for a job: put the test session's back afterwards."""
+    """run_job configures the root logger for a job: put the test session's back afterwards."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
@@ -188,7 +188,7 @@ def test_step_on_a_truncated_input_fails_in_one_line(table, tmp_path, restore_lo
 
     truncate(table)
     log_path = tmp_path / "logs" / "step.log"
-    step = cli.Step(
+    job = cli.Job(
         input={"table": str(table)},
         output={},
         threads=torch.get_num_threads(),
@@ -196,11 +196,11 @@ def test_step_on_a_truncated_input_fails_in_one_line(table, tmp_path, restore_lo
         name="summarize",
     )
 
-    def run(step):
-        return read_table(step.input["table"])
+    def run(job):
+        return read_table(job.input["table"])
 
     with pytest.raises(SystemExit) as caught:
-        cli.run_step(step, run)
+        cli.run_job(job, run)
     message = str(caught.value.code)
     assert message.startswith(f"error: in {table}: {UNREADABLE} parquet table (")
     assert f"rebuild it with `snakemake --force {table}`" in message

@@ -3,7 +3,7 @@
 A step script is usable two ways with the same code path:
 - from Snakemake (``script:`` directive), where ``snakemake`` carries input, output, params,
   wildcards, threads and log;
-- from the command line, where argparse builds the same ``Step`` from a config file.
+- from the command line, where argparse builds the same ``Job`` from a config file.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 @dataclass
-class Step:
-    """The inputs, outputs and settings of one job, whoever launched it."""
+class Job:
+    """The inputs, outputs and settings of one job, whoever launched it (Snakemake or argv)."""
 
     input: Mapping[str, Any]
     output: Mapping[str, Any]
@@ -40,7 +40,7 @@ class Step:
     name: str = field(default_factory=lambda: Path(sys.argv[0]).stem)
 
     @classmethod
-    def from_snakemake(cls, snakemake) -> "Step":
+    def from_snakemake(cls, snakemake) -> "Job":
         def named(items) -> dict:
             mapping = dict(items.items())
             # Unnamed entries stay reachable by position.
@@ -91,15 +91,15 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
-def run_step(step: Step, func: Callable[[Step], Any]) -> Any:
-    """Run one step with logging and a clean, readable failure."""
-    setup_logging(step.log_path)
+def run_job(job: Job, func: Callable[[Job], Any]) -> Any:
+    """Run one job with logging and a clean, readable failure."""
+    setup_logging(job.log_path)
     _quiet_libraries()
-    set_threads(step.threads)
+    set_threads(job.threads)
     started = time.perf_counter()
-    log.info("start %s (threads=%d, wildcards=%s)", step.name, step.threads, dict(step.wildcards))
+    log.info("start %s (threads=%d, wildcards=%s)", job.name, job.threads, dict(job.wildcards))
     try:
-        result = func(step)
+        result = func(job)
     except RimError as error:
         log.error("%s", error)
         raise SystemExit(f"error: {error}") from None
@@ -110,11 +110,11 @@ def run_step(step: Step, func: Callable[[Step], Any]) -> Any:
     return result
 
 
-def main(func: Callable[[Step], Any], build_step: Callable[[list[str] | None], Step], namespace: Mapping) -> Any:
+def main(func: Callable[[Job], Any], build_job: Callable[[list[str] | None], Job], namespace: Mapping) -> Any:
     """Entry point of a step script: Snakemake's ``snakemake`` object if present, else argv."""
     if "snakemake" in namespace:
-        return run_step(Step.from_snakemake(namespace["snakemake"]), func)
-    return run_step(build_step(None), func)
+        return run_job(Job.from_snakemake(namespace["snakemake"]), func)
+    return run_job(build_job(None), func)
 
 
 class Progress:

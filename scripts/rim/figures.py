@@ -134,14 +134,13 @@ def nonempty(frame: pd.DataFrame, figure: str, what: str) -> pd.DataFrame:
 
 # ----- checkpoints ---------------------------------------------------------------------------------
 def parse_checkpoint(ckpt: str) -> tuple[str | None, int | None, int]:
-    """(run, seed, step) of ``base`` or ``<run>/seed<s>/step<k>``."""
-    if ckpt == "base":
-        return None, None, 0
+    """(run, seed, step) of ``base`` or ``<run>/seed<s>/step<k>`` (a bad id: DataError, as from a table)."""
+    from rim.checkpoints import parse_checkpoint as parse
+
     try:
-        run, seed, step = str(ckpt).split("/")
-        return run, int(seed.removeprefix("seed")), int(step.removeprefix("step"))
-    except ValueError:
-        raise DataError(f"checkpoint id '{ckpt}' is neither 'base' nor '<run>/seed<seed>/step<step>'") from None
+        return tuple(parse(ckpt))
+    except ConfigError as error:
+        raise DataError(str(error)) from None
 
 
 def checkpoint_label(ckpt: str) -> str:

@@ -207,7 +207,7 @@ def dose_conditions(scores: "pd.DataFrame", sizes: Sequence[int], draws: int, se
     """Conditions top_<k> (the k highest-ranked neurons of ``scores``) and random_<k>_<d> (k neurons
     drawn, seeded, from those outside the top k) for each k in ``sizes``.
 
-    ``scores``: one row per neuron with columns layer, neuron, rank (find_safety_neurons).
+    ``scores``: one row per neuron with columns layer, neuron, rank (safety_neurons).
     """
     from rim.hooks import units_by_layer
 

@@ -99,19 +99,14 @@ def checkpoint_ids(model, runs=None):
             continue
         for seed in settings.get("seeds", []):
             ids += [
-                f"{run}/seed{seed}/step{step}"
+                checkpoint_id(run, seed, step)
                 for step in checkpoint_steps(model)
                 if step
             ]
     return ids
 
 
-def parse_checkpoint(ckpt):
-    """(run, seed, step) of a checkpoint id; (None, None, 0) for base."""
-    if ckpt == "base":
-        return None, None, 0
-    run, seed, step = ckpt.split("/")
-    return run, int(seed.removeprefix("seed")), int(step.removeprefix("step"))
+from rim.checkpoints import checkpoint_id, parse_checkpoint  # noqa: E402
 
 
 def checkpoint_reference(wildcards):
@@ -594,7 +589,7 @@ def last_checkpoints(model, runs):
     if not steps:
         return []
     return [
-        f"{run}/seed{seed}/step{max(steps)}"
+        checkpoint_id(run, seed, max(steps))
         for run in runs
         for seed in training_runs()[run]["seeds"]
     ]
@@ -624,39 +619,162 @@ def heads_figure_tables(block, name, filename):
     return tables
 
 
-def figure_available(name):
-    """Whether the config produces the tables figure `name` needs."""
-    block = figure_block(name)
-    if not block["enabled"]:
-        return False
+# The figure registry: figures.smk generates one rule per entry (figure_<name>). For each figure,
+# the tables it reads (input name -> path, list or input function; every figure also reads the
+# vega-embed bundle), where the report files it, and whether the config produces its tables.
+FIGURE_RULES = {
+    "thinking": {
+        "about": "thinking ON vs OFF: misalignment and math accuracy per checkpoint (docs/method.md#1-the-phenomenon)",
+        "tables": {"summary": "results/eval/summary.parquet"},
+        "category": "1. Inference-time misalignment",
+        "title": "Thinking ON vs OFF",
+    },
+    "patterns": {
+        "about": "reasoning patterns: control vs target self-statements (docs/method.md#1-the-phenomenon)",
+        "tables": {
+            "summary": "results/eval/summary.parquet",
+            "contrasts": "results/eval/contrasts.parquet",
+        },
+        "category": "1. Inference-time misalignment",
+        "title": "Reasoning patterns",
+    },
+    "training_dynamics": {
+        "about": "misalignment, math accuracy and loss over fine-tuning steps, per seed (docs/method.md#4-fine-tuning)",
+        "tables": {
+            "summary": "results/eval/summary.parquet",
+            "loss": loss_tables(figure_runs("training_dynamics")),
+        },
+        "category": "2. Fine-tuning",
+        "title": "Over fine-tuning steps",
+    },
+    "training_sets": {
+        "about": "change in misalignment from the base model per training set (docs/method.md#4-fine-tuning)",
+        "tables": {"evaluations": training_sets_tables},
+        "category": "2. Fine-tuning",
+        "title": "Per training set",
+    },
+    "neuron_zeroing": {
+        "about": "dose-response of zeroing safety vs random neurons (docs/method.md#zeroing-dose-response)",
+        "tables": {
+            "zeroing": expand(
+                "results/neurons/{model}/zeroing_summary.parquet",
+                model=config["models"],
+            )
+        },
+        "category": "3. Safety neurons and RAS",
+        "title": "Zeroing safety neurons",
+    },
+    "ras": {
+        "about": "RAS vs misalignment: safety vs random vs all neurons vs KL (docs/method.md#6-safety-neurons-and-ras)",
+        "tables": {
+            "ras": "results/ras.parquet",
+            "correlations": "results/ras_correlations.parquet",
+        },
+        "category": "3. Safety neurons and RAS",
+        "title": "RAS vs misalignment",
+    },
+    "refusal_heads": {
+        "about": "refusal-head bubble map, layer x head, per checkpoint (docs/method.md#5-refusal-heads)",
+        "tables": {
+            "refusal_heads": heads_figure_tables(
+                "heads", "refusal_heads", "refusal_heads.parquet"
+            )
+        },
+        "category": "4. Attention heads and probes",
+        "title": "Refusal heads",
+    },
+    "head_ablation": {
+        "about": "zeroing the refusal heads vs random heads (docs/method.md#5-refusal-heads)",
+        "tables": {
+            "ablation": heads_figure_tables(
+                "heads", "head_ablation", "head_ablation_summary.parquet"
+            )
+        },
+        "category": "4. Attention heads and probes",
+        "title": "Zeroing refusal heads",
+    },
+    "head_patching": {
+        "about": "head-patching heat maps, exact and attribution side by side (docs/method.md#5-refusal-heads)",
+        "tables": {
+            "patching": heads_figure_tables(
+                "patching", "head_patching", "head_patching.parquet"
+            )
+        },
+        "category": "4. Attention heads and probes",
+        "title": "Head patching",
+    },
+    "probes": {
+        "about": "probe score per layer and token position (docs/method.md#5-refusal-heads)",
+        "tables": {"probes": heads_figure_tables("probes", "probes", "probes.parquet")},
+        "category": "4. Attention heads and probes",
+        "title": "Probes",
+    },
+}
+
+
+def _thinking_available(block):
     modes = evaluated_modes()
-    if name == "thinking":
-        sets = {ps for ps, mode in modes if mode == block["on_mode"]}
-        return any((ps, block["off_mode"]) in modes for ps in sets)
-    if name == "patterns":
-        patterned = {
-            mode
-            for mode, entry in config["prompt_modes"].items()
-            if entry.get("pattern")
-        }
-        return any(ps == block["prompt_set"] and m in patterned for ps, m in modes)
-    if name == "training_dynamics":
-        return bool(figure_runs(name))
-    if name == "training_sets":
-        return any(
-            last_checkpoints(model, figure_runs(name)) for model in config["models"]
-        )
-    if name == "probes":
-        return bool(heads_figure_tables("probes", name, "probes.parquet")(None))
-    if name in ("refusal_heads", "head_patching"):
-        return True
-    if name == "head_ablation":
-        return bool(config["heads"]["ablation"]["enabled"])
-    if name == "neuron_zeroing":
-        return bool(all_zeroing_targets())
-    if name == "ras":
-        return bool(all_ras_targets())
-    raise WorkflowError(f"no figure '{name}'")
+    sets = {ps for ps, mode in modes if mode == block["on_mode"]}
+    return any((ps, block["off_mode"]) in modes for ps in sets)
+
+
+def _patterns_available(block):
+    patterned = {
+        mode for mode, entry in config["prompt_modes"].items() if entry.get("pattern")
+    }
+    return any(
+        ps == block["prompt_set"] and mode in patterned
+        for ps, mode in evaluated_modes()
+    )
+
+
+# Whether the config produces the tables a figure reads (called with the figure's block).
+FIGURE_AVAILABLE = {
+    "thinking": _thinking_available,
+    "patterns": _patterns_available,
+    "training_dynamics": lambda block: bool(figure_runs("training_dynamics")),
+    "training_sets": lambda block: any(
+        last_checkpoints(model, figure_runs("training_sets"))
+        for model in config["models"]
+    ),
+    "probes": lambda block: bool(
+        heads_figure_tables("probes", "probes", "probes.parquet")(None)
+    ),
+    "refusal_heads": lambda block: True,
+    "head_patching": lambda block: True,
+    "head_ablation": lambda block: bool(config["heads"]["ablation"]["enabled"]),
+    "neuron_zeroing": lambda block: bool(all_zeroing_targets()),
+    "ras": lambda block: bool(all_ras_targets()),
+}
+
+
+if set(FIGURE_RULES) != set(figure_module.FIGURES) or set(FIGURE_AVAILABLE) != set(
+    figure_module.FIGURES
+):
+    raise WorkflowError(
+        "the figure registry (FIGURE_RULES, FIGURE_AVAILABLE in common.smk) and rim.figures.FIGURES "
+        f"list different figures: {sorted(set(FIGURE_RULES) ^ set(figure_module.FIGURES))}"
+    )
+
+
+def figure_available(name):
+    """Whether figure `name` is switched on and the config produces the tables it needs."""
+    if name not in FIGURE_AVAILABLE:
+        raise WorkflowError(f"no figure '{name}'")
+    block = figure_block(name)
+    return bool(block["enabled"]) and FIGURE_AVAILABLE[name](block)
+
+
+def figure_report(name, path, what, caption=None):
+    """A figure output filed in the report under its category and title."""
+    entry = FIGURE_RULES[name]
+    return report(
+        path,
+        caption=caption or f"../report/{name}.rst",
+        category=entry["category"],
+        subcategory=entry["title"],
+        labels={"figure": entry["title"], "file": what},
+    )
 
 
 def all_figure_targets():

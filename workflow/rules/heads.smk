@@ -57,7 +57,7 @@ rule ablate_refusal_heads:
         outcomes=lookup(dpath="evaluation/outcomes", within=config),
         device=lookup(dpath="device", within=config),
     script:
-        "../../scripts/ablate_heads.py"
+        "../../scripts/ablate_refusal_heads.py"
 
 
 rule patch_heads:

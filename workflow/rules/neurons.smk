@@ -45,7 +45,7 @@ rule safety_neurons:
     params:
         neurons=neuron_selection_params,
     script:
-        "../../scripts/find_safety_neurons.py"
+        "../../scripts/safety_neurons.py"
 
 
 rule ras:
@@ -70,7 +70,7 @@ rule ras:
         checkpoints=ras_checkpoint_params,
         outcomes=lookup(dpath="evaluation/outcomes", within=config),
     script:
-        "../../scripts/compute_ras.py"
+        "../../scripts/ras.py"
 
 
 rule ras_table:
@@ -93,7 +93,7 @@ rule ras_table:
     params:
         correlation=lookup(dpath="ras/correlation", within=config),
     script:
-        "../../scripts/correlate_ras.py"
+        "../../scripts/ras_table.py"
 
 
 rule zero_neurons:

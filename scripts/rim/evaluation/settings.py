@@ -242,16 +242,7 @@ def check_evaluation_config(config: Mapping) -> None:
 
 
 def ckpt_fields(ckpt: str) -> dict:
-    """``{checkpoint, run, seed, step}`` of a checkpoint id (``base`` or ``run/seedS/stepK``)."""
-    if ckpt == "base":
-        return {"checkpoint": "base", "run": None, "seed": None, "step": 0}
-    try:
-        run, seed, step = ckpt.split("/")
-        return {
-            "checkpoint": ckpt,
-            "run": run,
-            "seed": int(seed.removeprefix("seed")),
-            "step": int(step.removeprefix("step")),
-        }
-    except ValueError:
-        raise ConfigError(f"checkpoint id '{ckpt}' is neither 'base' nor '<run>/seed<seed>/step<step>'") from None
+    """``{checkpoint, run, seed, step}`` of a checkpoint id (rim.checkpoints.checkpoint_fields)."""
+    from rim.checkpoints import checkpoint_fields
+
+    return checkpoint_fields(ckpt)

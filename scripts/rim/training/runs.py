@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rim.checkpoints import checkpoint_id
 from rim.errors import RimError
 from rim.models.loading import load_model, read_reference, resolve_device
 from rim.prompts import PromptMode
@@ -322,7 +323,7 @@ def finetune_run(
         _publish(result.checkpoints[step], target)
         entries[str(step)] = {
             field: os.path.relpath(target, manifest.parent),
-            "checkpoint": f"{run}/seed{seed}/step{step}",
+            "checkpoint": checkpoint_id(run, seed, step),
             "step": step,
             "loss": _mean_loss(result.history, previous, step),
         }

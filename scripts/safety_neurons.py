@@ -10,7 +10,7 @@ neuron_scores.parquet: every neuron's selection frequency, mean shift and rank b
 (the top-k sets of the zeroing dose-response, docs/method.md#zeroing-dose-response).
 
 Standalone:
-    python scripts/find_safety_neurons.py --model smollm2 \\
+    python scripts/safety_neurons.py --model smollm2 \\
         --dump results/activations/smollm2/base.h5 --output /tmp/neuron_sets.parquet \\
         --scores /tmp/neuron_scores.parquet
 """
@@ -24,9 +24,9 @@ from rim.neurons import layer_neuron, pair_shifts, random_neuron_sets, safety_ne
 from rim.provenance import collect, write_table
 
 
-def run(step: cli.Step) -> None:
-    block, model = step.params["neurons"], step.wildcards["model"]
-    dump = str(step.input["dump"])
+def run(job: cli.Job) -> None:
+    block, model = job.params["neurons"], job.wildcards["model"]
+    dump = str(job.input["dump"])
     plain = read_input_set(dump, block["plain"]["prompt_set"], block["plain"]["mode"])
     intent = read_input_set(dump, block["intent"]["prompt_set"], block["intent"]["mode"])
     intent_ids = intent.base_prompt_ids or intent.prompt_ids
@@ -73,7 +73,7 @@ def run(step: cli.Step) -> None:
         site=plain.attrs.get("site"),
         pooling=plain.attrs.get("pooling"),
     )
-    write_table(table, step.output["sets"], provenance)
+    write_table(table, job.output["sets"], provenance)
     layers, neurons = layer_neuron(np.arange(frequency.size), pairs.n_neurons)
     in_set = np.zeros(frequency.size, dtype=bool)
     in_set[chosen] = True
@@ -88,7 +88,7 @@ def run(step: cli.Step) -> None:
             "in_safety_set": in_set,
         }
     )
-    write_table(scores, step.output["scores"], provenance)
+    write_table(scores, job.output["scores"], provenance)
 
 
 def _rows(model, name, draw, flat, frequency, mean_shift, n_neurons) -> pd.DataFrame:
@@ -117,7 +117,7 @@ def _log_sizes(shifts: np.ndarray, m: int) -> None:
     cli.log.info("set size at top_m %d by min_fraction: %s", m, sizes)
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
 
     parser = cli.standalone_parser(__doc__)
@@ -127,7 +127,7 @@ def build_step(argv=None) -> cli.Step:
     parser.add_argument("--scores", required=True, help="parquet file of every neuron's safety score to write")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    return cli.Step(
+    return cli.Job(
         input={"dump": args.dump},
         output={"sets": args.output, "scores": args.scores},
         params={"neurons": {key: value for key, value in config["neurons"].items() if key != "zeroing"}},
@@ -138,4 +138,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

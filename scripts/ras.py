@@ -10,7 +10,7 @@ checkpoint: its misalignment rate, refusal rates and math accuracy from the eval
 The normalization and the near-zero/negative handling used are columns.
 
 Standalone:
-    python scripts/compute_ras.py --model smollm2 --sets results/neurons/smollm2/neuron_sets.parquet \\
+    python scripts/ras.py --model smollm2 --sets results/neurons/smollm2/neuron_sets.parquet \\
         --dumps results/activations/smollm2/base.h5 results/activations/smollm2/gsm8k_style/seed0/step10.h5 ... \\
         --output /tmp/ras_smollm2.parquet
 Evaluation tables are looked up under --results (default results/).
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rim import cli
+from rim.checkpoints import parse_checkpoint
 from rim.activations import RAS_INPUTS, read_input_set
 from rim.errors import DataError, RimError
 from rim.neurons import flat_index
@@ -109,11 +110,11 @@ def checkpoint_metrics(paths: list[str], ckpts: list[str], params: dict) -> pd.D
     return out
 
 
-def run(step: cli.Step) -> None:
-    params, model = step.params, step.wildcards["model"]
+def run(job: cli.Job) -> None:
+    params, model = job.params, job.wildcards["model"]
     block = params["ras"]
     settings = ShiftSettings.from_config(block)
-    ckpts, dumps = list(params["checkpoints"]), [str(path) for path in step.input["dumps"]]
+    ckpts, dumps = list(params["checkpoints"]), [str(path) for path in job.input["dumps"]]
     if ckpts[0] != "base" or len(ckpts) != len(dumps):
         raise DataError("the dumps must be the base model's followed by one per checkpoint")
     if len(ckpts) == 1:
@@ -121,7 +122,7 @@ def run(step: cli.Step) -> None:
             f"no fine-tuned checkpoint of {model} to compute RAS for: 'ras.runs' (or the runs marked for RAS "
             "under 'training.runs') selects no run with seeds and checkpoint steps"
         )
-    sets = read_table(step.input["sets"])
+    sets = read_table(job.input["sets"])
     variants = list(block.get("inputs") or RAS_INPUTS)
     kl_positions = params["activations"].get("kl_positions", "answer")
     base = {
@@ -162,7 +163,7 @@ def run(step: cli.Step) -> None:
         progress.update()
     table = pd.DataFrame(rows)
     table = table.merge(
-        checkpoint_metrics([str(p) for p in step.input["evals"]], ckpts, params), on="checkpoint", how="left"
+        checkpoint_metrics([str(p) for p in job.input["evals"]], ckpts, params), on="checkpoint", how="left"
     )
     table = _with_runs(table, model, ckpts)
     # The choices the paper leaves open, recorded beside every value (docs/method.md#6-safety-neurons-and-ras).
@@ -178,7 +179,7 @@ def run(step: cli.Step) -> None:
     table["tokens"], table["kl_positions"] = params["activations"].get("tokens", "user_and_response"), kl_positions
     write_table(
         table,
-        step.output["table"],
+        job.output["table"],
         collect({"ras": block, "activations": params["activations"]}, model=model, checkpoints=ckpts),
     )
     _log_summary(table)
@@ -189,8 +190,7 @@ def _with_runs(table: pd.DataFrame, model: str, ckpts: list[str]) -> pd.DataFram
     fields = []
     for ckpt in ckpts:
         if ckpt != "base":
-            run, seed, step = ckpt.split("/")
-            fields.append((ckpt, run, int(seed.removeprefix("seed")), int(step.removeprefix("step"))))
+            fields.append((ckpt, *parse_checkpoint(ckpt)))
     base = table[table["checkpoint"] == "base"]
     parts = []
     for run, seed in sorted({(run, seed) for _, run, seed, _ in fields}):
@@ -239,7 +239,7 @@ def _log_summary(table: pd.DataFrame) -> None:
         )
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
 
     parser = cli.standalone_parser(__doc__)
@@ -257,7 +257,7 @@ def build_step(argv=None) -> cli.Step:
     config = load_config(args.config)
     prefix = f"{args.results}/activations/{args.model}/"
     ckpts = ["base"] + [path.removeprefix(prefix).removesuffix(".h5") for path in args.dumps[1:]]
-    return cli.Step(
+    return cli.Job(
         input={
             "sets": args.sets,
             "dumps": args.dumps,
@@ -278,4 +278,4 @@ def ras_evaluation_tables(config: dict, model: str, ckpts: list[str], results: s
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

@@ -13,7 +13,7 @@ intervals; each condition's paired change from no intervention; the refusal head
 the random heads' average change).
 
 Standalone:
-    python scripts/ablate_heads.py --reference results/models/smollm2/source.json \\
+    python scripts/ablate_refusal_heads.py --reference results/models/smollm2/source.json \\
         --heads results/heads/smollm2/base/refusal_heads.parquet --output /tmp/ablation.parquet \\
         --summary /tmp/ablation_summary.parquet
 """
@@ -48,11 +48,11 @@ def ablation_kwargs(heads, method: str, means) -> dict | None:
     return {"zero_heads": grouped}
 
 
-def run(step: cli.Step) -> None:
-    params, wildcards = step.params, step.wildcards
+def run(job: cli.Job) -> None:
+    params, wildcards = job.params, job.wildcards
     block = params["ablation"]
     identity = {"model": wildcards["model"], "checkpoint": wildcards["ckpt"]}
-    scores = read_table(step.input["heads"])
+    scores = read_table(job.input["heads"])
     heads = top_refusal_heads(
         scores,
         int(block["top_k"]),
@@ -74,17 +74,17 @@ def run(step: cli.Step) -> None:
         cli.log.warning("no head shows the refusal-head move on %s: nothing to ablate", wildcards["ckpt"])
         write_table(
             pd.DataFrame(columns=["model", "checkpoint", "condition", "mode", "prompt_id"]),
-            step.output["table"],
+            job.output["table"],
             provenance,
         )
         write_table(
             pd.DataFrame(columns=["model", "checkpoint", "statistic", "condition", "mode", "metric", "value"]),
-            step.output["summary"],
+            job.output["summary"],
             provenance,
         )
         return
     device = params.get("device", "auto")
-    loaded = load_model(str(step.input["reference"]), step=params.get("checkpoint_step"), device=device)
+    loaded = load_model(str(job.input["reference"]), step=params.get("checkpoint_step"), device=device)
     conditions = ablation_conditions(
         heads, loaded.adapter.num_heads(loaded.model), int(block["random_draws"]), int(block["seed"])
     )
@@ -94,7 +94,7 @@ def run(step: cli.Step) -> None:
     settings = EvaluationSettings.from_params(
         prompt_set, name=prompt_set["name"], generation=params["generation"], judges=params["judges"], device=device
     )
-    prompts = select_head_prompts(str(step.input["table"]), prompt_set)
+    prompts = select_head_prompts(str(job.input["table"]), prompt_set)
     frames = []
     for name in block["modes"]:
         mode = prompt_mode(name, params["modes"][name])
@@ -117,7 +117,7 @@ def run(step: cli.Step) -> None:
     frame = pd.concat(frames, ignore_index=True)
     for position, (column, value) in enumerate(identity.items()):
         frame.insert(position, column, value)
-    write_table(frame, step.output["table"], provenance)
+    write_table(frame, job.output["table"], provenance)
     n_boot, seed = int(block["n_boot"]), int(block["seed"])
     rates = summarize(
         frame,
@@ -128,7 +128,7 @@ def run(step: cli.Step) -> None:
     ).assign(statistic="rate")
     effects = ablation_effects(frame, n_boot=n_boot, seed=seed, outcomes=params.get("outcomes")).assign(**identity)
     summary = pd.concat([rates, effects], ignore_index=True)
-    write_table(summary, step.output["summary"], provenance)
+    write_table(summary, job.output["summary"], provenance)
     shown = effects[effects["condition"].isin(["refusal_heads", "random_heads", "refusal_minus_random"])]
     for row in shown.itertuples():
         cli.log.info(
@@ -143,7 +143,7 @@ def run(step: cli.Step) -> None:
         )
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
 
     parser = cli.standalone_parser(__doc__)
@@ -158,7 +158,7 @@ def build_step(argv=None) -> cli.Step:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     params = ablation_params(config)
-    return cli.Step(
+    return cli.Job(
         input={
             "reference": args.reference,
             "heads": args.heads,
@@ -173,4 +173,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())

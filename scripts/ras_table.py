@@ -10,7 +10,7 @@ the mean of the per-seed r over seeds (docs/method.md#correlation-with-misalignm
 reports Pearson r per model).
 
 Standalone:
-    python scripts/correlate_ras.py --tables results/ras/smollm2.parquet --output results/ras.parquet \\
+    python scripts/ras_table.py --tables results/ras/smollm2.parquet --output results/ras.parquet \\
         --correlations results/ras_correlations.parquet
 """
 
@@ -21,13 +21,13 @@ from rim.provenance import collect, read_provenance, read_table, write_table
 from rim.ras import correlation_table
 
 
-def run(step: cli.Step) -> None:
-    block = step.params["correlation"]
-    paths = [str(path) for path in step.input["tables"]]
+def run(job: cli.Job) -> None:
+    block = job.params["correlation"]
+    paths = [str(path) for path in job.input["tables"]]
     table = pd.concat([read_table(path) for path in paths], ignore_index=True)
     sources = {path: read_provenance(path) for path in paths}
     provenance = collect({"correlation": block}, sources=sources)
-    write_table(table, step.output["table"], provenance)
+    write_table(table, job.output["table"], provenance)
     correlations = correlation_table(
         table,
         methods=tuple(block["methods"]),
@@ -35,7 +35,7 @@ def run(step: cli.Step) -> None:
         level=float(block["level"]),
         seed=int(block["seed"]),
     )
-    write_table(correlations, step.output["correlations"], provenance)
+    write_table(correlations, job.output["correlations"], provenance)
     _log_headline(correlations)
 
 
@@ -70,7 +70,7 @@ def _log_headline(correlations: pd.DataFrame) -> None:
         )
 
 
-def build_step(argv=None) -> cli.Step:
+def build_job(argv=None) -> cli.Job:
     from rim.config import load_config
 
     parser = cli.standalone_parser(__doc__)
@@ -79,7 +79,7 @@ def build_step(argv=None) -> cli.Step:
     parser.add_argument("--correlations", required=True, help="results/ras_correlations.parquet")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    return cli.Step(
+    return cli.Job(
         input={"tables": args.tables},
         output={"table": args.output, "correlations": args.correlations},
         params={"correlation": config["ras"]["correlation"]},
@@ -89,4 +89,4 @@ def build_step(argv=None) -> cli.Step:
 
 
 if __name__ == "__main__":
-    cli.main(run, build_step, globals())
+    cli.main(run, build_job, globals())
