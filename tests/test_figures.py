@@ -593,6 +593,14 @@ def test_neuron_zeroing_draws_the_dose_response_of_safety_and_random_neurons(tab
     assert frame["rate_without_zeroing"].between(0, 1).all()
 
 
+def test_neuron_zeroing_takes_the_configs_default_settings(tables):
+    from workflow_helpers import default_config
+
+    settings = figures.figure_settings(default_config(), "neuron_zeroing")
+    _, chart = figures.build("neuron_zeroing", tables["neuron_zeroing"], settings)
+    assert chart.to_dict()  # validates: a `width: null` setting must fall back to the default
+
+
 def test_neuron_zeroing_of_an_old_summary_says_to_rerun(tables):
     old = tables["neuron_zeroing"]["zeroing"]
     old = old[old["statistic"] != "dose_change"]

@@ -1475,7 +1475,8 @@ def neuron_zeroing_data(
     return rows.sort_values(["panel", "neuron_family", "zeroed_neurons"]).reset_index(drop=True)
 
 
-def draw_neuron_zeroing(frame: pd.DataFrame, *, width: int = 260, height: int = 200):
+def draw_neuron_zeroing(frame: pd.DataFrame, *, width: int | None = None, height: int = 200):
+    width = width or 260  # the config's `width: null` means the default
     families = [f for f in NEURON_FAMILIES if f in set(frame["neuron_family"])]
     labels = [NEURON_FAMILIES[f] for f in families]
     color = alt.Color(
