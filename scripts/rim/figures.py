@@ -1540,7 +1540,8 @@ def draw_neuron_zeroing(frame: pd.DataFrame, *, width: int | None = None, height
         "Zeroing the most safety-critical neurons vs the same number of random neurons",
         [
             "Base model; paired change from no intervention over the same prompts, by the number of neurons zeroed.",
-            "Random sets: the draws' per-prompt changes averaged; vertical lines: 95% bootstrap intervals over prompts",
+            "Red: top k of the safety score; dark red diamond: A_safe; grey: random sets (the draws' per-prompt",
+            "changes averaged). Vertical lines: 95% bootstrap intervals over prompts",
         ],
     )
 
