@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
 import shutil
 import subprocess
@@ -104,7 +105,12 @@ def main(argv=None) -> None:
     peak = [0.0]
     started = time.perf_counter()
     with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=folder, stdout=output, stderr=subprocess.STDOUT)
+        # The copy's own package, ahead of an editable install that points at this checkout.
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(folder / "scripts"), os.environ.get("PYTHONPATH")])),
+        }
+        process = subprocess.Popen(command, cwd=folder, stdout=output, stderr=subprocess.STDOUT, env=env)
 
         def sample() -> None:
             while process.poll() is None:
