@@ -54,7 +54,13 @@ def run(job: cli.Job) -> None:
     params, wildcards = job.params, job.wildcards
     block, ckpt = params["patching"], wildcards["ckpt"]
     device = params.get("device", "auto")
-    models = {ckpt: load_model(str(job.input["reference"]), step=params.get("checkpoint_step"), device=device)}
+    models = {}
+    if "base" in job.input and ckpt != "base":
+        # A pair runs on the base model: read it once; the scanned checkpoint is merged into a copy.
+        models["base"] = load_model(str(job.input["base"]), device=device)
+    models[ckpt] = load_model(
+        str(job.input["reference"]), step=params.get("checkpoint_step"), device=device, base=models.get("base")
+    )
     prompts = select_head_prompts(str(job.input["table"]), params["prompt_set"])
     users = prompts["prompt"].tolist()
     cli.log.info(

@@ -14,6 +14,7 @@ look the same to them.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -239,36 +240,60 @@ def load_tokenizer(reference: Mapping):
     return tokenizer
 
 
+def merge_adapter(model, adapter_path: str):
+    """The model with a LoRA checkpoint merged into its weights, so that hooks see plain Linear
+    modules and plain numbers; peft only for adapters rim.models.lora does not merge itself."""
+    from rim.models.lora import merge_lora
+
+    try:
+        merged = merge_lora(model, adapter_path)
+    except (OSError, ValueError) as error:
+        raise ModelSourceError(f"LoRA checkpoint {adapter_path} does not fit its base model: {error}") from None
+    if merged:
+        return model
+    from peft import PeftModel
+
+    log.info("merging %s with peft (an adapter feature rim.models.lora leaves to it)", adapter_path)
+    return PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+
+
 def load_model(
     reference: str | Path | Mapping,
     *,
     step: int | None = None,
     device: str = "auto",
     dtype: str | None = None,
+    base: LoadedModel | None = None,
 ) -> LoadedModel:
-    """Load the model a reference describes, in eval mode, on the requested device."""
+    """Load the model a reference describes, in eval mode, on the requested device.
+
+    ``base``: a model already loaded (for a job that reads a checkpoint and its base); when the
+    reference is a LoRA checkpoint over it, its weights are copied instead of read again.
+    """
     from transformers import AutoModelForCausalLM
 
     if not isinstance(reference, Mapping):
         reference = read_reference(reference, step)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype or reference.get("dtype", "auto"), torch_device)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            reference["path"],
-            revision=reference.get("revision"),
-            dtype=torch_dtype,
-            trust_remote_code=reference.get("trust_remote_code", False),
-        )
-    except OSError as error:
-        raise ModelSourceError(
-            f"model '{reference.get('name')}' could not be loaded from {reference['path']}: {error}"
-        ) from None
+    if base is not None and base.reference["path"] == reference["path"] and not base.reference.get("adapter_path"):
+        # A LoRA checkpoint over a model already in memory: a copy of its weights, not a second
+        # read from disk (merged on the CPU, as a model read from disk is).
+        model = copy.deepcopy(base.model).to("cpu", dtype=torch_dtype)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                reference["path"],
+                revision=reference.get("revision"),
+                dtype=torch_dtype,
+                trust_remote_code=reference.get("trust_remote_code", False),
+            )
+        except OSError as error:
+            raise ModelSourceError(
+                f"model '{reference.get('name')}' could not be loaded from {reference['path']}: {error}"
+            ) from None
     if reference.get("adapter_path"):
-        from peft import PeftModel
-
-        # Merged once at load time so that hooks see plain Linear modules and plain numbers.
-        model = PeftModel.from_pretrained(model, reference["adapter_path"]).merge_and_unload()
+        model = merge_adapter(model, reference["adapter_path"])
     model.to(torch_device).eval()
     tokenizer = load_tokenizer(reference)
     adapter = adapter_for(reference["family"], reference.get("model_type"), reference.get("adapter_overrides"))
