@@ -24,24 +24,32 @@ from rim.errors import ConfigError
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
+# libyaml's loader where PyYAML has it: the schema files are read at every Snakefile parse.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _load_yaml(path: Path) -> Any:
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=_SAFE_LOADER)
 
 
 def _registry(schema_path: Path) -> Registry:
     """Resolve ``$ref: other.schema.yaml`` relative to the schema's own folder."""
+
+    retrieved: dict[Path, Resource] = {}  # each schema file read once, however often it is referenced
 
     def retrieve(uri: str) -> Resource:
         name = uri.removeprefix("file://")
         candidate = Path(name)
         if not candidate.is_absolute():
             candidate = schema_path.parent / name
-        contents = _load_yaml(candidate)
-        # A "$schema" key would make jsonschema validate the sub-schema with its stock class,
-        # which does not fill defaults; the top-level schema's dialect applies anyway.
-        contents.pop("$schema", None)
-        return Resource.from_contents(contents, default_specification=DRAFT202012)
+        if candidate not in retrieved:
+            contents = _load_yaml(candidate)
+            # A "$schema" key would make jsonschema validate the sub-schema with its stock class,
+            # which does not fill defaults; the top-level schema's dialect applies anyway.
+            contents.pop("$schema", None)
+            retrieved[candidate] = Resource.from_contents(contents, default_specification=DRAFT202012)
+        return retrieved[candidate]
 
     return Registry(retrieve=retrieve)
 
