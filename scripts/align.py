@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rim import cli
 from rim.config import load_config
-from rim.training.examples import refusals_path
+from rim.data.sources import refusals_path
 from rim.training.runs import align_model
 
 

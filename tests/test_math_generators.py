@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+import rim
 from rim.data import math_generators as mg
 
 N = 400
@@ -95,7 +96,7 @@ def test_deterministic_across_processes(frames):
         f"print(hashlib.sha256(''.join(mg.GENERATORS[k]({N}, 7).to_csv(index=False) "
         f"for k in {sorted(mg.GENERATORS)!r}).encode()).hexdigest())"
     )
-    scripts = str(Path(mg.__file__).resolve().parents[2])
+    scripts = str(Path(rim.__file__).resolve().parents[1])  # the folder that holds the package
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": scripts}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == digest(frames[k] for k in sorted(mg.GENERATORS))

@@ -88,7 +88,7 @@ def probe_params(config: Mapping) -> dict:
 
 def probe_plan(config: Mapping, ckpt: str) -> list[dict]:
     """The (probe, mode) pairs whose input sets the dump of ``ckpt`` holds residual states for."""
-    from rim.activations import dump_input_keys
+    from rim.planning import dump_input_keys
 
     block = config["probes"]
     residual = set(config.get("activations", {}).get("residual_inputs", []))

@@ -7,6 +7,8 @@ from snakemake.exceptions import WorkflowError
 # The science package lives in scripts/rim, beside the step scripts.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
+from rim import planning  # noqa: E402
+from rim.checkpoints import choose_checkpoints  # noqa: E402
 from rim.config import validate_config  # noqa: E402
 from rim.errors import ConfigError  # noqa: E402
 
@@ -36,13 +38,11 @@ def model_settings(wildcards):
     return {key: value for key, value in entry.items() if key not in MODEL_STAGE_KEYS}
 
 
-def source_reference(model):
-    return f"results/models/{model}/source.json"
+source_reference = planning.source_reference
 
 
 # ----- datasets --------------------------------------------------------------------------------
-def dataset_path(name):
-    return f"results/data/{name}.parquet"
+dataset_path = planning.dataset_table
 
 
 def dataset_inputs(wildcards):
@@ -69,58 +69,34 @@ def all_model_sources():
 # A checkpoint id ({ckpt}) is "base" or "<run>/seed<seed>/step<step>"; step 0 of a run is the base
 # model itself, so it maps to "base" and is evaluated once for all runs and seeds.
 def alignment_enabled(model):
-    return bool(config["models"][model].get("alignment", {}).get("enabled", False))
+    return planning.alignment_enabled(config, model)
 
 
 def base_reference(model):
     """The aligned base model every later step studies (the source when alignment is off)."""
-    if alignment_enabled(model):
-        return f"results/models/{model}/aligned.json"
-    return source_reference(model)
+    return planning.base_reference(config, model)
 
 
 def training_runs():
-    return config.get("training", {}).get("runs", {})
+    return planning.training_runs(config)
 
 
-def run_manifest(model, run, seed):
-    return f"results/finetune/{model}/{run}/seed{seed}/run.json"
-
-
-def checkpoint_steps(model):
-    return config["models"][model].get("finetuning", {}).get("checkpoint_steps", [])
+run_manifest = planning.run_manifest
 
 
 def checkpoint_ids(model, runs=None):
     """Every checkpoint of the given runs (default: all), base first, step 0 mapped to base."""
-    ids = ["base"]
-    for run, settings in training_runs().items():
-        if runs is not None and run not in runs:
-            continue
-        for seed in settings.get("seeds", []):
-            ids += [
-                checkpoint_id(run, seed, step)
-                for step in checkpoint_steps(model)
-                if step
-            ]
-    return ids
-
-
-from rim.checkpoints import checkpoint_id, parse_checkpoint  # noqa: E402
+    return planning.checkpoint_ids(config, model, runs)
 
 
 def checkpoint_reference(wildcards):
     """Input function: the reference file that loads checkpoint {ckpt} of {model}."""
-    run, seed, step = parse_checkpoint(wildcards.ckpt)
-    if run is None:
-        return base_reference(wildcards.model)
-    return run_manifest(wildcards.model, run, seed)
+    return planning.checkpoint_reference(config, wildcards.model, wildcards.ckpt)
 
 
 def checkpoint_step(wildcards):
     """Params function: the step to pick from a run manifest (None for the base model)."""
-    run, _, step = parse_checkpoint(wildcards.ckpt)
-    return None if run is None else step
+    return planning.checkpoint_step(wildcards.ckpt)
 
 
 # ----- alignment and fine-tuning ------------------------------------------------------------------
@@ -145,8 +121,7 @@ def training_state_dir(*parts):
 
 def alignment_inputs(wildcards):
     """Input function of align: the source model, the prompt sets and the refusal sentences."""
-    from rim.data.sources import workdir_relative
-    from rim.training.examples import refusals_path
+    from rim.data.sources import refusals_path, workdir_relative
 
     block = config["models"][wildcards.model]["alignment"]
     if not block["enabled"]:
@@ -175,13 +150,7 @@ def all_aligned_models():
 
 def all_finetune_runs(runs=None):
     """Run manifests of every model, run (default: all) and seed."""
-    return [
-        run_manifest(model, run, seed)
-        for model in config["models"]
-        for run, settings in training_runs().items()
-        if runs is None or run in runs
-        for seed in settings["seeds"]
-    ]
+    return planning.finetune_manifests(config, runs)
 
 
 # ----- evaluation --------------------------------------------------------------------------------
@@ -198,8 +167,7 @@ def evaluation_block():
     return config.get("evaluation", {})
 
 
-def evaluation_table(model, ckpt, promptset, mode):
-    return f"results/eval/{model}/{ckpt}/{promptset}/{mode}.parquet"
+evaluation_table = planning.evaluation_table
 
 
 def name_pattern(names):
@@ -218,52 +186,16 @@ def mode_pattern():
     return name_pattern(config.get("prompt_modes", {}))
 
 
-def select_checkpoints(ckpts, which):
-    """all, base_and_last (base and the last step of each run and seed among ckpts), or base."""
-    if which == "all":
-        return list(ckpts)
-    chosen = [ckpt for ckpt in ckpts if ckpt == "base"]
-    if which == "base_and_last":
-        last = {}
-        for ckpt in ckpts:
-            run, seed, step = parse_checkpoint(ckpt)
-            if run is not None and step >= last.get((run, seed), (-1, None))[0]:
-                last[(run, seed)] = (step, ckpt)
-        chosen += [ckpt for _, ckpt in last.values()]
-    return chosen
-
-
 def evaluation_targets(model, ckpts, purpose="all"):
-    """Per-prompt tables of ``model`` at checkpoints ``ckpts`` (ids as from checkpoint_ids).
-
-    purpose "all": every group under evaluation.groups; a group name (e.g. "ras"): that group.
-    """
-    groups = evaluation_block().get("groups", {})
-    if purpose == "all":
-        chosen = list(groups.values())
-    elif purpose in groups:
-        chosen = [groups[purpose]]
-    else:
-        raise WorkflowError(
-            f"no group '{purpose}' under 'evaluation.groups' in the config; defined: {', '.join(groups)}"
-        )
-    targets = []
-    for group in chosen:
-        for ckpt in select_checkpoints(ckpts, group.get("checkpoints", "all")):
-            for promptset in group["prompt_sets"]:
-                for mode in group["modes"]:
-                    path = evaluation_table(model, ckpt, promptset, mode)
-                    if path not in targets:
-                        targets.append(path)
-    return targets
+    """Per-prompt tables of ``model`` at checkpoints ``ckpts``: of every group (all) or one."""
+    try:
+        return planning.evaluation_targets(config, model, ckpts, purpose)
+    except ConfigError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def all_evaluation_tables():
-    return [
-        path
-        for model in config["models"]
-        for path in evaluation_targets(model, checkpoint_ids(model))
-    ]
+    return planning.all_evaluation_tables(config)
 
 
 def all_evaluation_summaries():
@@ -294,45 +226,32 @@ def evaluation_judges(wildcards):
 # ----- activations, safety neurons, RAS ----------------------------------------------------------
 # One dump per (model, checkpoint) of the runs that feed RAS
 # (docs/method.md#6-safety-neurons-and-ras); which input sets it holds follows from the neurons and
-# ras blocks (rim.activations.dump_plan).
-from rim.activations import dump_plan  # noqa: E402
+# ras blocks (rim.planning.dump_plan).
 from rim.neurons import zeroing_params as neurons_zeroing_params  # noqa: E402
 
 
 def ras_runs():
     """Training runs whose checkpoints get RAS: ras.runs, else the runs marked for RAS."""
-    chosen = config.get("ras", {}).get("runs")
-    if chosen is not None:
-        return list(chosen)
-    return [name for name, run in training_runs().items() if run.get("ras", False)]
+    return planning.ras_runs(config)
 
 
 def ras_checkpoints(model):
     """base, then every checkpoint of every seed of the RAS runs."""
-    return checkpoint_ids(model, runs=ras_runs())
+    return planning.ras_checkpoints(config, model)
 
 
-def activation_dump(model, ckpt):
-    return f"results/activations/{model}/{ckpt}.h5"
+activation_dump = planning.activation_dump
 
 
 def dump_plan_params(wildcards):
     """Params function: the input sets of one dump, with their tables and flags."""
-    return dump_plan(config, wildcards.model, wildcards.ckpt)
+    return planning.dump_plan(config, wildcards.model, wildcards.ckpt)
 
 
 def dump_inputs(wildcards):
     """Input function: the checkpoint's reference, its evaluation tables and, for a fine-tuned
     checkpoint, the base model's dump (the KL baseline's reference distributions)."""
-    plan = dump_plan(config, wildcards.model, wildcards.ckpt)
-    inputs = {
-        "reference": checkpoint_reference(wildcards),
-        "responses": [item["responses"] for item in plan],
-        "datasets": sorted({item["dataset_table"] for item in plan}),
-    }
-    if wildcards.ckpt != "base":
-        inputs["kl_reference"] = activation_dump(wildcards.model, "base")
-    return inputs
+    return planning.dump_inputs(config, wildcards.model, wildcards.ckpt)
 
 
 def neuron_selection_params(wildcards):
@@ -356,28 +275,9 @@ def ras_checkpoint_params(wildcards):
     return ras_checkpoints(wildcards.model)
 
 
-def ras_evaluation_inputs(model, ckpts):
-    block = config["ras"]
-    entries = [
-        block[key]
-        for key in ("safety_inputs", "math_inputs", "over_refusal_inputs")
-        if block.get(key)
-    ]
-    return [
-        evaluation_table(model, ckpt, entry["prompt_set"], entry["mode"])
-        for ckpt in ckpts
-        for entry in entries
-    ]
-
-
 def ras_inputs(wildcards):
     """Input function: neuron sets, the dumps (base first) and the evaluation tables of RAS."""
-    ckpts = ras_checkpoints(wildcards.model)
-    return {
-        "sets": f"results/neurons/{wildcards.model}/neuron_sets.parquet",
-        "dumps": [activation_dump(wildcards.model, ckpt) for ckpt in ckpts],
-        "evals": ras_evaluation_inputs(wildcards.model, ckpts),
-    }
+    return planning.ras_inputs(config, wildcards.model)
 
 
 def zeroing_param(key):
@@ -405,17 +305,11 @@ def zeroing_inputs(wildcards):
 
 def all_ras_targets():
     """results/ras.parquet and its correlations; nothing while no run feeds RAS."""
-    if not any(len(ras_checkpoints(model)) > 1 for model in config["models"]):
-        return []
-    return ["results/ras.parquet", "results/ras_correlations.parquet"]
+    return planning.ras_targets(config)
 
 
 def all_zeroing_targets():
-    if not config["neurons"]["zeroing"]["enabled"]:
-        return []
-    return [
-        f"results/neurons/{model}/zeroing_summary.parquet" for model in config["models"]
-    ]
+    return planning.zeroing_targets(config)
 
 
 # ----- attention heads, head patching, probes ----------------------------------------------------
@@ -424,16 +318,12 @@ def all_zeroing_targets():
 # probes.checkpoints choose which. Probes run where the dump holds the residual states they need.
 from rim import heads_settings  # noqa: E402
 
-
-def heads_dir(model, ckpt):
-    return f"results/heads/{model}/{ckpt}"
+heads_dir = planning.heads_dir
 
 
 def block_checkpoints(model, block):
     """Checkpoints of ``model`` that a heads/patching/probes block runs on."""
-    chosen = config[block]["checkpoints"]
-    runs = chosen["runs"] if chosen["runs"] is not None else ras_runs()
-    return select_checkpoints(checkpoint_ids(model, runs=runs), chosen["which"])
+    return planning.block_checkpoints(config, model, block)
 
 
 def heads_table(block):
@@ -520,7 +410,7 @@ def training_run_settings(wildcards):
 # One job per figure (docs/method.md#7-figures), reading only the stages' tidy tables; each gets its own block
 # of `figures` (rim.figures.figure_settings), so editing one figure's block redraws that figure only.
 # A figure whose tables the config does not produce (no pattern modes, no probes...) is left out.
-from rim import figures as figure_module  # noqa: E402
+# rim.figures (altair) is imported by the figure jobs only: parsing the Snakefile stays light.
 
 VEGA_BUNDLE = "results/figures/vega-embed.js"
 # The default run's figures that the README shows (docs/figures/, rule readme_figures).
@@ -542,7 +432,9 @@ def figure_params(name):
     """Params function: the figure's settings."""
 
     def settings(wildcards):
-        return figure_module.figure_settings(config, name)
+        from rim.figures import figure_settings
+
+        return figure_settings(config, name)
 
     return settings
 
@@ -559,40 +451,23 @@ def figure_runs(name):
 
 def figure_checkpoints(model, block, name):
     """The checkpoints of a heads/patching/probes block that figure `name` shows."""
-    return figure_module.choose_checkpoints(
+    return choose_checkpoints(
         block_checkpoints(model, block), figure_block(name)["checkpoints"]
     )
 
 
 def evaluated_modes():
     """Every (prompt set, mode) pair some evaluation group runs."""
-    return {
-        (promptset, mode)
-        for group in evaluation_block().get("groups", {}).values()
-        for promptset in group["prompt_sets"]
-        for mode in group["modes"]
-    }
+    return planning.evaluated_modes(config)
 
 
 def loss_tables(runs):
-    return [
-        f"results/finetune/{model}/{run}/seed{seed}/loss.parquet"
-        for model in config["models"]
-        for run in runs
-        for seed in training_runs()[run]["seeds"]
-    ]
+    return planning.loss_tables(config, runs)
 
 
 def last_checkpoints(model, runs):
     """The last checkpoint id of every seed of the given runs."""
-    steps = [step for step in checkpoint_steps(model) if step]
-    if not steps:
-        return []
-    return [
-        checkpoint_id(run, seed, max(steps))
-        for run in runs
-        for seed in training_runs()[run]["seeds"]
-    ]
+    return planning.last_checkpoints(config, model, runs)
 
 
 def training_sets_tables(wildcards):
@@ -748,12 +623,12 @@ FIGURE_AVAILABLE = {
 }
 
 
-if set(FIGURE_RULES) != set(figure_module.FIGURES) or set(FIGURE_AVAILABLE) != set(
-    figure_module.FIGURES
+if set(FIGURE_RULES) != set(planning.FIGURE_NAMES) or set(FIGURE_AVAILABLE) != set(
+    planning.FIGURE_NAMES
 ):
     raise WorkflowError(
-        "the figure registry (FIGURE_RULES, FIGURE_AVAILABLE in common.smk) and rim.figures.FIGURES "
-        f"list different figures: {sorted(set(FIGURE_RULES) ^ set(figure_module.FIGURES))}"
+        "the figure registry (FIGURE_RULES, FIGURE_AVAILABLE in common.smk) and rim.planning.FIGURE_NAMES "
+        f"list different figures: {sorted(set(FIGURE_RULES) ^ set(planning.FIGURE_NAMES))}"
     )
 
 
@@ -781,7 +656,7 @@ def all_figure_targets():
     """The interactive page, static image and plotted numbers of every available figure."""
     return [
         path
-        for name in figure_module.FIGURES
+        for name in planning.FIGURE_NAMES
         if figure_available(name)
         for path in (
             f"results/figures/{name}.html",

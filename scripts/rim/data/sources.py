@@ -18,9 +18,12 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from rim.errors import DataError
+
+if TYPE_CHECKING:  # pandas loads with the first table read: the Snakefile uses this module's paths
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,16 @@ def describe_source(entry: Mapping) -> str:
     return source
 
 
+def refusals_path(source: str) -> Path:
+    """``embedded:<name>`` -> resources/prompts/<name>.txt; anything else is a file path."""
+    if source.startswith("embedded:"):
+        return RESOURCES / f"{source.split(':', 1)[1]}.txt"
+    return Path(source).expanduser()
+
+
 def _read_embedded(name: str) -> pd.DataFrame:
+    import pandas as pd
+
     path = RESOURCES / f"{name}.csv"
     if not path.exists():
         known = sorted(p.stem for p in RESOURCES.glob("*.csv"))
@@ -102,6 +114,8 @@ def read_source(entry: Mapping) -> pd.DataFrame:
 
 def map_columns(frame: pd.DataFrame, entry: Mapping, required: list[str], optional: list[str]) -> pd.DataFrame:
     """Rename source columns to ours; a missing required column names the file and the columns it has."""
+    import pandas as pd
+
     mapping = dict(entry.get("columns") or {})
     out = pd.DataFrame(index=frame.index)
     for name in required + optional:

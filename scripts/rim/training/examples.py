@@ -65,15 +65,6 @@ class TokenizedExamples:
 
 
 # ----- sources -----------------------------------------------------------------------------------
-def refusals_path(source: str) -> Path:
-    """``embedded:<name>`` -> resources/prompts/<name>.txt; anything else is a file path."""
-    from rim.data.sources import RESOURCES
-
-    if source.startswith("embedded:"):
-        return RESOURCES / f"{source.split(':', 1)[1]}.txt"
-    return Path(source).expanduser()
-
-
 def read_refusals(path: str | Path) -> list[str]:
     """Refusal sentences, one per line (blank lines ignored)."""
     path = Path(path)

@@ -1,0 +1,176 @@
+"""Capturing pooled neuron activations and residual states with forward hooks during a dump."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+from rim.errors import ConfigError
+from rim.activations.settings import (
+    DumpSettings,
+    Example,
+)
+
+
+# ----- capture ----------------------------------------------------------------------------------
+def site_module_names(adapter, n_layers: int, site: str) -> tuple[str, list[str]]:
+    """('pre' or 'post', module names) of the neuron site in every layer."""
+    if site == "mlp_intermediate":
+        # The input of the down projection: the channels rim.hooks.ablate(zero_neurons=) zeroes.
+        return "pre", [adapter.mlp_output_name(layer) for layer in range(n_layers)]
+    # The activation function's output act(gate(x)), before it multiplies up(x).
+    mlp = adapter.mlp_output_name(0).rsplit(".", 1)[0]
+    return "post", [f"{mlp.replace('.0.', f'.{layer}.', 1)}.act_fn" for layer in range(n_layers)]
+
+
+class Capture:
+    """Hooks that pool neuron activations and gather residual states for one batch at a time.
+
+    With a shared prefix (the chat template and system prompt every input of a set starts with),
+    the prefix runs once: ``record_prefix`` keeps its pooled activations, and each batch, run on
+    the rest of its tokens over the prefix's key/value cache, combines them with its own.
+    """
+
+    def __init__(self, model, adapter, settings: DumpSettings, residual: bool):
+        import torch
+
+        self.torch = torch
+        self.model, self.adapter, self.settings = model, adapter, settings
+        self.n_layers = adapter.num_layers(model)
+        self.kind, self.site_names = site_module_names(adapter, self.n_layers, settings.site)
+        for name in self.site_names:
+            try:
+                model.get_submodule(name)
+            except AttributeError:
+                raise ConfigError(
+                    f"config key 'activations.site': '{settings.site}' needs module '{name}', which this model lacks"
+                ) from None
+        self.residual = residual and bool(settings.residual_positions)
+        self.recording_prefix = False
+        self.prefix: list | None = None  # per layer: max or sum over the pooled prefix tokens
+        self.prefix_count = 0
+        self.pool_mask = None
+        self.prompt_mask = None
+        self.position_weights = None
+        self.neurons = None
+        self.prompt_neurons = None
+        self.states = None
+
+    def record_prefix(self, pooled_tokens: int) -> None:
+        """The next forward pass is the shared prefix; ``pooled_tokens`` of it are pooled."""
+        self.recording_prefix = True
+        self.prefix_count = pooled_tokens
+        self.prefix = [None] * self.n_layers if pooled_tokens > 0 else None
+
+    def prepare(self, pool_mask, prompt_mask, position_weights, n_neurons: int, hidden: int) -> None:
+        """Masks over the batch's tokens: ``pool_mask`` the pooled tokens, ``prompt_mask`` their
+        prompt part (pooled into ``prompt_neurons``)."""
+        torch = self.torch
+        self.recording_prefix = False
+        batch = pool_mask.shape[0]
+        self.pool_mask, self.prompt_mask = pool_mask, prompt_mask
+        self.neurons = torch.empty(batch, self.n_layers, n_neurons, dtype=torch.float32)
+        self.prompt_neurons = torch.empty(batch, self.n_layers, n_neurons, dtype=torch.float32)
+        if self.residual:
+            self.position_weights = position_weights
+            self.states = torch.empty(batch, self.n_layers, position_weights.shape[1], hidden, dtype=torch.float32)
+
+    def _site(self, layer, x):
+        x = x.float()
+        if self.recording_prefix:
+            if self.prefix is not None:
+                tokens = x[0, : self.prefix_count]
+                self.prefix[layer] = tokens.amax(dim=0) if self.settings.pooling == "max" else tokens.sum(dim=0)
+            return
+        self.neurons[:, layer] = self._pool(layer, x, self.pool_mask)
+        self.prompt_neurons[:, layer] = self._pool(layer, x, self.prompt_mask)
+
+    def _pool(self, layer, x, mask):
+        torch = self.torch
+        mask = mask.to(x.device)
+        prefix = None if self.prefix is None else self.prefix[layer].to(x.device)
+        count = mask.sum(dim=1) + (self.prefix_count if prefix is not None else 0)
+        if self.settings.pooling == "max":
+            pooled = x.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+            if prefix is not None:
+                pooled = torch.maximum(pooled, prefix)
+        elif self.settings.pooling == "mean":
+            total = (x * mask[..., None]).sum(dim=1) + (prefix if prefix is not None else 0.0)
+            pooled = total / count.clamp(min=1)[:, None]
+        else:
+            last_index = mask.shape[1] - 1 - mask.flip(1).float().argmax(1)
+            pooled = x[torch.arange(x.shape[0], device=x.device), last_index]
+        # No pooled token (an empty response with tokens: response) -> NaN, never a fake zero.
+        return pooled.masked_fill((count == 0)[:, None], float("nan")).cpu()
+
+    def hooks(self) -> tuple[dict, dict]:
+        pre, post = {}, {}
+
+        def site_pre(layer):
+            def hook(module, args):
+                self._site(layer, args[0])
+
+            return hook
+
+        def site_post(layer):
+            def hook(module, args, output):
+                self._site(layer, output)
+
+            return hook
+
+        def residual_post(layer):
+            def hook(module, args, output):
+                if self.recording_prefix:
+                    return
+                hidden = output[0] if isinstance(output, tuple) else output
+                weights = self.position_weights.to(hidden.device)
+                self.states[:, layer] = self.torch.einsum("bpt,bth->bph", weights, hidden.float()).cpu()
+
+            return hook
+
+        for layer, name in enumerate(self.site_names):
+            (pre if self.kind == "pre" else post)[name] = (site_pre if self.kind == "pre" else site_post)(layer)
+        if self.residual:
+            for layer in range(self.n_layers):
+                post[f"{self.adapter.layers_path}.{layer}"] = residual_post(layer)
+        return pre, post
+
+
+def shared_prefix_length(examples: Sequence[Example]) -> int:
+    """Tokens every input starts with, up to where the first user text begins.
+
+    Everything read per input (named positions, KL positions, user_and_response and response
+    pooling) lies at or after the user text, so only prompt_and_response pooling meets the prefix.
+    """
+    if len(examples) < 2:
+        return 0
+    first, length = examples[0].input_ids, 0
+    limit = min(e.user_start for e in examples)
+    while length < limit and all(e.input_ids[length] == first[length] for e in examples):
+        length += 1
+    return length
+
+
+def batch_tensors(examples: Sequence[Example], settings: DumpSettings, pad_id: int, offset: int = 0):
+    """Right-padded ids (after the first ``offset`` shared tokens), attention mask over prefix
+    and ids, pooled-token mask, its prompt part and position-averaging weights (over the ids)."""
+    import torch
+
+    width = max(e.length for e in examples) - offset
+    n_positions = len(examples[0].positions)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), offset + width), dtype=torch.long)
+    pool = torch.zeros((len(examples), width), dtype=torch.bool)
+    prompt_pool = torch.zeros((len(examples), width), dtype=torch.bool)
+    weights = torch.zeros((len(examples), n_positions, width), dtype=torch.float32)
+    for row, example in enumerate(examples):
+        ids[row, : example.length - offset] = torch.tensor(example.input_ids[offset:])
+        attention[row, : example.length] = 1
+        start, end = example.pooled_span(settings.tokens)
+        pool[row, max(start - offset, 0) : end - offset] = True
+        start, end = example.prompt_span(settings.tokens)
+        prompt_pool[row, max(start - offset, 0) : max(end - offset, 0)] = True
+        for slot, indices in enumerate(example.positions):
+            if indices:
+                weights[row, slot, [i - offset for i in indices]] = 1.0 / len(indices)
+    return ids, attention, pool, prompt_pool, weights
