@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rim.testing import make_tiny_model
+from rim.testing import make_tiny_model, FAMILIES
 
 
 def pytest_configure(config):
@@ -41,11 +41,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.workflow)
 
 
+# Every family rim.testing builds: llama, qwen3, gemma2, phi3, olmo2, mistral.
+TINY_FAMILIES = tuple(FAMILIES)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict:
     """Tiny random models of each supported family, built once per test session."""
     root = tmp_path_factory.mktemp("tiny-models")
-    return {family: make_tiny_model(family, root / family) for family in ("llama", "qwen3", "gemma2")}
+    return {family: make_tiny_model(family, root / family) for family in TINY_FAMILIES}
 
 
 @pytest.fixture

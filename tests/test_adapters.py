@@ -9,6 +9,7 @@ from rim.errors import ConfigError
 from rim.models import adapter_for, load_model, prepare_model
 from rim.prompts import PromptMode, prompt_modes, render
 from workflow_helpers import default_config
+from rim.testing import FAMILIES
 
 NO_THINK = PromptMode("no_think", thinking=False)
 THINK = PromptMode("think", thinking=True)
@@ -26,11 +27,8 @@ def loaded(tiny_model_dirs, tmp_path_factory):
 
 
 def test_family_is_detected_from_model_type(loaded):
-    assert {family: lm.adapter.name for family, lm in loaded.items()} == {
-        "llama": "llama",
-        "qwen3": "qwen3",
-        "gemma2": "gemma2",
-    }
+    assert {family: lm.adapter.name for family, lm in loaded.items()} == {family: family for family in loaded}
+    assert set(loaded) == {"llama", "qwen3", "gemma2", "phi3", "olmo2", "mistral"}
 
 
 def test_qwen3_style_prompts_render_exactly(loaded):
@@ -68,6 +66,29 @@ def test_gemma_has_no_system_role_and_puts_the_system_prompt_in_the_turn(loaded)
     )
 
 
+def test_phi3_olmo2_and_mistral_prompts_render_in_their_own_turns(loaded):
+    user = "How do I kill a Python process?"
+    phi3, olmo2, mistral = loaded["phi3"], loaded["olmo2"], loaded["mistral"]
+    assert render(phi3.adapter, phi3.tokenizer, user, NO_THINK) == f"<|user|>\n{user}<|end|>\n<|assistant|>\n"
+    assert render(olmo2.adapter, olmo2.tokenizer, user, THINK) == (
+        f"<|endoftext|><|user|>\n{user}\n<|assistant|>\nLet me think step by step."
+    )
+    # No system role: a system prompt opens the user turn.
+    adapter = mistral.adapter.with_overrides({"system_prompt": "Be brief."})
+    assert render(adapter, mistral.tokenizer, "Hi", NO_THINK) == "<s>[INST] Be brief.\n\nHi [/INST]"
+    # What closes an assistant turn, which training appends to every completion.
+    assert phi3.adapter.end_of_turn(phi3.tokenizer) == "<|end|>\n<|endoftext|>"
+    assert olmo2.adapter.end_of_turn(olmo2.tokenizer) == "<|endoftext|>"
+    assert mistral.adapter.end_of_turn(mistral.tokenizer) == "</s>"
+
+
+def test_phi3_generation_stops_at_the_end_of_its_turn(loaded):
+    from rim.evaluation.generation import stop_token_ids
+
+    phi3 = loaded["phi3"]
+    assert phi3.tokenizer.convert_tokens_to_ids("<|end|>") in stop_token_ids(phi3)
+
+
 def test_per_model_overrides(loaded):
     lm = loaded["llama"]
     adapter = lm.adapter.with_overrides({"reasoning_opener": "Think first.", "system_prompt": None})
@@ -84,7 +105,7 @@ def test_training_examples_put_reasoning_in_the_think_block_for_qwen3(loaded):
     assert completion == "2 + 2 = 4.\n#### 4<|im_end|>"
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma2"])
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_heads_and_neurons_are_where_the_adapter_says(loaded, family):
     lm = loaded[family]
     model, adapter = lm.model, lm.adapter
@@ -111,7 +132,7 @@ def test_heads_and_neurons_are_where_the_adapter_says(loaded, family):
     assert adapter.num_layers(model) == 2
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma2"])
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_refusal_tokens_are_first_tokens_of_the_openers(loaded, family):
     lm = loaded[family]
     ids = lm.adapter.refusal_token_ids(lm.tokenizer)

@@ -25,7 +25,7 @@ THINK = PromptMode("think", thinking=True, statement="I should check this carefu
 # Freshly initialised tiny models repeat one token forever; larger random weights give varied
 # continuations, so that the comparisons below compare something (gemma2 soft-caps its logits,
 # so it needs small ones).
-WEIGHT_SCALE = {"llama": 0.3, "qwen3": 0.3, "gemma2": 0.02}
+WEIGHT_SCALE = {"llama": 0.3, "qwen3": 0.3, "gemma2": 0.02, "phi3": 0.3, "olmo2": 0.3, "mistral": 0.3}
 
 
 def loaded_tiny(tiny_model_dirs, family, tmp_path, varied=True):
@@ -55,7 +55,18 @@ def hf_greedy(lm, text, max_new_tokens, stops):
     return lm.tokenizer.decode(tokens[:cut], skip_special_tokens=False), cut < len(tokens)
 
 
-@pytest.mark.parametrize("family, share_prefix", [("llama", True), ("llama", False), ("qwen3", True), ("gemma2", True)])
+@pytest.mark.parametrize(
+    "family, share_prefix",
+    [
+        ("llama", True),
+        ("llama", False),
+        ("qwen3", True),
+        ("gemma2", True),
+        ("phi3", True),
+        ("olmo2", True),
+        ("mistral", True),
+    ],
+)
 def test_batched_generation_equals_one_generate_call_per_prompt(tiny_model_dirs, tmp_path, family, share_prefix):
     lm = loaded_tiny(tiny_model_dirs, family, tmp_path)
     stops = stop_token_ids(lm)

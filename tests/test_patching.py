@@ -22,7 +22,7 @@ SOURCES = ["Sorry, I won't help with this.", "I can't help with that request.", 
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("patching")
     out = {}
-    for family in ("llama", "qwen3", "gemma2"):
+    for family in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "mistral"):
         path = make_tiny_model(family, root / family, layers=3)
         prepare_model(family, {"source": str(path)}, root / f"{family}.json")
         out[family] = load_model(root / f"{family}.json", device="cpu")

@@ -2,8 +2,9 @@
 
 Each has a real Hugging Face config class, a byte-level BPE tokenizer trained on the fly (so any
 text encodes), and a chat template in the style of its family: ChatML with a default system
-prompt (SmolLM2/Llama style), ChatML with ``enable_thinking`` (Qwen3 style) and Gemma's turns
-without a system role. The whole pipeline runs on them in seconds.
+prompt (SmolLM2/Llama style), ChatML with ``enable_thinking`` (Qwen3 style), Gemma's turns
+without a system role, Phi-3's ``<|user|>``/``<|end|>`` turns, OLMo-2's Tulu turns and
+Mistral's ``[INST]`` turns. The whole pipeline runs on them in seconds.
 
 A random model's attention is nearly uniform, so which key a head attends to most is an accident
 of its weights; ``plant_offset_head`` gives one head a known pattern (attend to the token a fixed
@@ -47,6 +48,41 @@ GEMMA_STYLE_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
 )
 
+# Phi-3.5-mini-instruct's turns: <|end|> closes each, the end-of-text token ends the conversation.
+PHI3_STYLE_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and message['content'] %}"
+    "{{ '<|system|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+# OLMo-2-Instruct's (Tulu) turns: an assistant message ends with the end-of-text token.
+OLMO2_STYLE_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '\n' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{% if not loop.last %}{{ '<|assistant|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% else %}{{ '<|assistant|>\n' + message['content'] + eos_token }}{% endif %}"
+    "{% endif %}"
+    "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    "{% endfor %}"
+)
+
+# Mistral-7B-Instruct's [INST] turns, without a system role.
+MISTRAL_STYLE_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
 FAMILIES = {
     "llama": {
         "template": CHATML_TEMPLATE,
@@ -65,6 +101,26 @@ FAMILIES = {
         "special": ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
         "bos": "<bos>",
         "eos": "<end_of_turn>",
+    },
+    "phi3": {
+        "template": PHI3_STYLE_TEMPLATE,
+        "special": ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
+        "bos": None,
+        "eos": "<|endoftext|>",
+        # Generation stops at the end of the turn, as the real model's generation config says.
+        "stop": "<|end|>",
+    },
+    "olmo2": {
+        "template": OLMO2_STYLE_TEMPLATE,
+        "special": ["<|pad|>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>"],
+        "bos": "<|endoftext|>",
+        "eos": "<|endoftext|>",
+    },
+    "mistral": {
+        "template": MISTRAL_STYLE_TEMPLATE,
+        "special": ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
+        "bos": "<s>",
+        "eos": "</s>",
     },
 }
 
@@ -106,7 +162,7 @@ def build_tokenizer(family: str, vocab_size: int = 512):
 
 
 def build_config(family: str, vocab_size: int, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2):
-    from transformers import Gemma2Config, LlamaConfig, Qwen3Config
+    from transformers import Gemma2Config, LlamaConfig, MistralConfig, Olmo2Config, Phi3Config, Qwen3Config
 
     common = dict(
         vocab_size=vocab_size,
@@ -127,6 +183,12 @@ def build_config(family: str, vocab_size: int, layers: int = 2, hidden: int = 64
         return Gemma2Config(
             **common, query_pre_attn_scalar=hidden // heads, sliding_window=256, attn_implementation="eager"
         )
+    if family == "mistral":
+        return MistralConfig(**common, sliding_window=None)
+    if family == "olmo2":
+        return Olmo2Config(**common)
+    if family == "phi3":
+        return Phi3Config(**{key: value for key, value in common.items() if key != "head_dim"})
     raise ValueError(f"no tiny model for family '{family}'")
 
 
@@ -162,6 +224,9 @@ def make_tiny_model(
         plant_offset_head(model, *offset_head, offset=offset)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if FAMILIES[family].get("stop"):
+        stop = tokenizer.convert_tokens_to_ids(FAMILIES[family]["stop"])
+        model.generation_config.eos_token_id = [stop, tokenizer.eos_token_id]
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

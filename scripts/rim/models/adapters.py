@@ -203,7 +203,26 @@ class FamilyAdapter:
 
 LLAMA = FamilyAdapter(
     name="llama",
-    model_types=("llama", "mistral"),
+    model_types=("llama",),
+)
+# Mistral's and Mixtral's templates have no system role (v0.1 and v0.2 refuse one): the system
+# prompt goes at the top of the user turn.
+MISTRAL = FamilyAdapter(
+    name="mistral",
+    model_types=("mistral",),
+    system_role=False,
+)
+# Phi-3 fuses the attention projections (qkv_proj) and the MLP's gate and up projections
+# (gate_up_proj): LoRA adapts the fused layers. The neurons are still the input channels of
+# down_proj, the heads the input slices of o_proj.
+PHI3 = FamilyAdapter(
+    name="phi3",
+    model_types=("phi3",),
+    lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+)
+OLMO2 = FamilyAdapter(
+    name="olmo2",
+    model_types=("olmo2",),
 )
 QWEN3 = FamilyAdapter(
     name="qwen3",
@@ -215,7 +234,7 @@ GEMMA2 = FamilyAdapter(
     model_types=("gemma2", "gemma"),
     system_role=False,
 )
-ADAPTERS: dict[str, FamilyAdapter] = {adapter.name: adapter for adapter in (LLAMA, QWEN3, GEMMA2)}
+ADAPTERS: dict[str, FamilyAdapter] = {adapter.name: adapter for adapter in (LLAMA, MISTRAL, PHI3, OLMO2, QWEN3, GEMMA2)}
 
 
 def adapter_for(
