@@ -12,11 +12,6 @@ import pandas as pd
 from rim.provenance import read_provenance
 from workflow_helpers import REPO, planned_jobs, snakemake, tiny_config, write_config
 
-PATTERN_MODES = {
-    f"{pattern}_{variant}"
-    for pattern in ("confirmatory_reasoning", "heuristic_reliance", "instruction_deviation")
-    for variant in ("control", "target")
-}
 SMALL_GROUPS = {
     "ras": {"prompt_sets": ["harmful", "harmless", "multiarith"], "modes": ["no_think"], "checkpoints": "base"},
 }
@@ -26,28 +21,45 @@ def planned_outputs(result) -> list[str]:
     return re.findall(r"output: (results/eval/\S+?\.parquet)", result.stdout + result.stderr)
 
 
-def test_default_groups_plan_ras_small_and_everything_under_all(tmp_path, tiny_model_dirs):
-    write_config(tmp_path, tiny_config(tiny_model_dirs["llama"]))
-    result = snakemake(tmp_path, "-n", "results/eval/summary.parquet")
-    outputs = planned_outputs(result)
-    base = {tuple(p.split("/")[4:6]) for p in outputs if p.startswith("results/eval/tiny/base/")}
-    base_expected = {
-        (s, m.removesuffix(".parquet"))
-        for s in ("harmful", "harmless", "gsm8k_heldout", "multiarith")
-        for m in ("no_think", "think")
+def test_the_dry_run_plans_what_the_evaluation_groups_name(tmp_path, tiny_model_dirs):
+    """The Snakefile plans exactly the tables rim.planning derives from the groups (whatever the
+    default groups hold), and a base_and_last group runs on base and each seed's last step only."""
+    from rim import planning
+    from rim.checkpoints import parse_checkpoint
+    from rim.config import validate_config
+
+    config = tiny_config(tiny_model_dirs["llama"])
+    write_config(tmp_path, config)
+    planned = planned_outputs(snakemake(tmp_path, "-n", "results/eval/summary.parquet"))
+    outputs = {path for path in planned if path.startswith("results/eval/tiny/")}
+    validated = validate_config(copy.deepcopy(config))
+    assert outputs == set(planning.all_evaluation_tables(validated))
+
+    steps = validated["models"]["tiny"]["finetuning"]["checkpoint_steps"]
+    groups = validated["evaluation"]["groups"].values()
+    everywhere = {
+        (ps, mode)
+        for g in groups
+        if g.get("checkpoints", "all") == "all"
+        for ps in g["prompt_sets"]
+        for mode in g["modes"]
     }
-    base_expected |= {("harmful", m) for m in PATTERN_MODES} | {
-        ("multistep_hard", "no_think"),
-        ("multistep_hard", "think"),
-    }
-    assert {(s, m.removesuffix(".parquet")) for s, m in base} == base_expected
-    # Checkpoints of fine-tuning runs (if the config has any): patterns only at the last step.
-    steps: dict[tuple, set] = {}
-    for path in outputs:
-        match = re.match(r"results/eval/tiny/(\w+)/seed(\d+)/step(\d+)/(\w+)/(\w+)\.parquet", path)
-        if match and match.group(5) in PATTERN_MODES:
-            steps.setdefault(match.group(1, 2), set()).add(int(match.group(3)))
-    assert all(len(found) == 1 for found in steps.values())
+    only_base_and_last = {
+        (ps, mode)
+        for g in groups
+        if g.get("checkpoints") == "base_and_last"
+        for ps in g["prompt_sets"]
+        for mode in g["modes"]
+    } - everywhere
+    assert only_base_and_last
+    for prompt_set, mode in only_base_and_last:
+        ckpts = {
+            "base" if path.split("/")[3] == "base" else "/".join(path.split("/")[3:6])
+            for path in outputs
+            if path.endswith(f"/{prompt_set}/{mode}.parquet")
+        }
+        later = [parse_checkpoint(ckpt) for ckpt in ckpts - {"base"}]
+        assert "base" in ckpts and later and all(step == max(steps) for _, _, step in later), (prompt_set, mode)
 
 
 def test_evaluation_runs_summarizes_and_reruns_only_what_an_edit_affects(tmp_path, tiny_model_dirs):

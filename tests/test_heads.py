@@ -348,12 +348,16 @@ def test_detection_and_patching_rules_run_and_rerun_only_what_an_edit_affects(tm
 
 
 @pytest.mark.slow
-def test_all_heads_rules_with_ablation_and_probes_run_on_a_tiny_model(tmp_path, tiny_model_dirs):
+def test_all_heads_rules_with_ablation_and_probes_run_on_a_tiny_model(tmp_path):
     from rim.provenance import read_provenance
+    from rim.testing import make_tiny_model
     from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
 
+    # A planted previous-token head (kept by TINY_SETTINGS' keep_previous_token_heads) gives the
+    # ablation a head to zero whatever the random weights make of the others.
+    model_dir = make_tiny_model("llama", tmp_path / "model", offset_head=(1, 2))
     config = tiny_config(
-        tiny_model_dirs["llama"],
+        model_dir,
         activations={
             "residual_inputs": ["harmful/no_think", "harmless/no_think"],
             "extra_inputs": [{"prompt_set": "harmless", "mode": "no_think", "checkpoints": "base"}],
@@ -383,10 +387,9 @@ def test_all_heads_rules_with_ablation_and_probes_run_on_a_tiny_model(tmp_path, 
 
     summary = pd.read_parquet(out / "head_ablation_summary.parquet")
     conditions = set(summary[summary["statistic"] == "rate"]["condition"])
-    assert conditions == {"none", "refusal_heads", "random_0", "random_1"} or conditions == set()
-    if conditions:
-        effects = summary[summary["statistic"] != "rate"]
-        assert {"refusal_heads", "random_heads", "refusal_minus_random"} <= set(effects["condition"])
+    assert conditions == {"none", "refusal_heads", "random_0", "random_1"}
+    effects = summary[summary["statistic"] != "rate"]
+    assert {"refusal_heads", "random_heads", "refusal_minus_random"} <= set(effects["condition"])
 
     probes = pd.read_parquet(out / "probes.parquet")
     assert set(probes["probe"]) == {"harmful_vs_harmless", "refused_vs_fulfilled"}
