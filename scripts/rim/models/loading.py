@@ -250,7 +250,9 @@ def merge_adapter(model, adapter_path: str):
     except (OSError, ValueError) as error:
         raise ModelSourceError(f"LoRA checkpoint {adapter_path} does not fit its base model: {error}") from None
     if merged:
-        return model
+        # Frozen, as peft leaves a merged model: whether weights require grad changes the CPU
+        # kernels' rounding (first-token refusal scores moved by ~2e-5 without this).
+        return model.requires_grad_(False)
     from peft import PeftModel
 
     log.info("merging %s with peft (an adapter feature rim.models.lora leaves to it)", adapter_path)
