@@ -188,7 +188,9 @@ def build_config(family: str, vocab_size: int, layers: int = 2, hidden: int = 64
     if family == "olmo2":
         return Olmo2Config(**common)
     if family == "phi3":
-        return Phi3Config(**{key: value for key, value in common.items() if key != "head_dim"})
+        # Phi-3's config defaults name token ids of its 32k vocabulary; make_tiny_model sets them.
+        ids = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
+        return Phi3Config(**{key: value for key, value in common.items() if key != "head_dim"}, **ids)
     raise ValueError(f"no tiny model for family '{family}'")
 
 
