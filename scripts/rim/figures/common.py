@@ -215,3 +215,25 @@ def _tableau(n: int) -> list[str]:
         "#bab0ac",
     ]
     return [colors[i % len(colors)] for i in range(n)]
+
+
+def _model_panel(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Prefix panel names with the model when there is more than one model."""
+    if frame["model"].nunique() > 1:
+        return frame["model"].astype(str) + ": " + frame[column]
+    return frame[column]
+
+
+def _metric_sort_key(series: pd.Series) -> pd.Series:
+    """Misalignment first, then the other metrics in METRIC_TITLES order."""
+    if series.name != "metric":
+        return series
+    order = {metric: index for index, metric in enumerate(METRIC_TITLES)}
+    return series.map(lambda m: order.get(m, len(order)))
+
+
+def _ckpt_sort_key(series: pd.Series) -> pd.Series:
+    if series.name != "checkpoint":
+        return series
+    order = {ckpt: index for index, ckpt in enumerate(checkpoint_order(series.unique()))}
+    return series.map(order)

@@ -11,6 +11,9 @@ import pandas as pd
 
 from rim.errors import ConfigError
 from rim.figures.common import (
+    _ckpt_sort_key,
+    _metric_sort_key,
+    _model_panel,
     BLACK,
     FigureError,
     METRIC_TITLES,
@@ -155,21 +158,6 @@ def draw_thinking(frame: pd.DataFrame, *, width: int | None = None, height: int 
             "a tick marks each value (also 0). Black lines: 95% bootstrap intervals over prompts",
         ],
     )
-
-
-def _model_panel(frame: pd.DataFrame, column: str) -> pd.Series:
-    """Prefix panel names with the model when there is more than one model."""
-    if frame["model"].nunique() > 1:
-        return frame["model"].astype(str) + ": " + frame[column]
-    return frame[column]
-
-
-def _metric_sort_key(series: pd.Series) -> pd.Series:
-    """Misalignment first, then the other metrics in METRIC_TITLES order."""
-    if series.name != "metric":
-        return series
-    order = {metric: index for index, metric in enumerate(METRIC_TITLES)}
-    return series.map(lambda m: order.get(m, len(order)))
 
 
 # ----- 2. reasoning patterns: control vs target -------------------------------------------------------
@@ -333,13 +321,6 @@ def draw_patterns(frame: pd.DataFrame, *, width: int = 240, height: int = 200):
             "Lines: 95% bootstrap intervals",
         ],
     )
-
-
-def _ckpt_sort_key(series: pd.Series) -> pd.Series:
-    if series.name != "checkpoint":
-        return series
-    order = {ckpt: index for index, ckpt in enumerate(checkpoint_order(series.unique()))}
-    return series.map(order)
 
 
 # ----- 3. misalignment over fine-tuning steps ------------------------------------------------------------

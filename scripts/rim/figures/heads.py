@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 
 from rim.figures.common import (
+    _ckpt_sort_key,
+    _metric_sort_key,
+    _model_panel,
     BLACK,
     METRIC_TITLES,
     POSITION_TITLES,
@@ -30,11 +33,6 @@ from rim.figures.common import (
     parse_checkpoint,
     require,
     words,
-)
-from rim.figures.evaluation import (
-    _ckpt_sort_key,
-    _metric_sort_key,
-    _model_panel,
 )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from rim.figures.common import (
+    _model_panel,
     FigureError,
     METRIC_TITLES,
     RAS_TITLES,
@@ -24,9 +25,6 @@ from rim.figures.common import (
     panel_title,
     require,
     words,
-)
-from rim.figures.evaluation import (
-    _model_panel,
 )
 from rim.figures.heads import (
     EFFECT_COLUMNS,
