@@ -15,12 +15,22 @@ Standalone:
         --scores /tmp/neuron_scores.parquet
 """
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
 from rim import cli
 from rim.activations import read_input_set
-from rim.neurons import layer_neuron, pair_shifts, random_neuron_sets, safety_neurons, safety_ranking, top_m
+from rim.neurons import (
+    expert_channel,
+    layer_neuron,
+    pair_shifts,
+    random_neuron_sets,
+    safety_neurons,
+    safety_ranking,
+    top_m,
+)
 from rim.provenance import collect, write_table
 
 
@@ -52,10 +62,16 @@ def run(job: cli.Job) -> None:
         int(block["random_seed"]),
         block["random_matching"],
     )
-    mean_shift = pairs.shifts.mean(axis=0)
-    frames = [_rows(model, "safety", None, chosen, frequency, mean_shift, pairs.n_neurons)]
+    # Mixture-of-experts neurons have no shift in a pair whose tokens never reached their expert:
+    # their mean is over the pairs that have one (NaN for a neuron no pair reached).
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_shift = np.nanmean(pairs.shifts, axis=0)
+    n_experts = int(plain.attrs.get("n_experts", 0))
+    frames = [_rows(model, "safety", None, chosen, frequency, mean_shift, pairs.n_neurons, n_experts)]
     frames += [
-        _rows(model, "random", draw, flat, frequency, mean_shift, pairs.n_neurons) for draw, flat in enumerate(randoms)
+        _rows(model, "random", draw, flat, frequency, mean_shift, pairs.n_neurons, n_experts)
+        for draw, flat in enumerate(randoms)
     ]
     table = pd.concat(frames, ignore_index=True)
     layers = np.bincount(layer_neuron(chosen, pairs.n_neurons)[0], minlength=pairs.n_layers)
@@ -72,6 +88,7 @@ def run(job: cli.Job) -> None:
         n_neurons=pairs.n_neurons,
         site=plain.attrs.get("site"),
         pooling=plain.attrs.get("pooling"),
+        n_experts=int(plain.attrs.get("n_experts", 0)),
     )
     write_table(table, job.output["sets"], provenance)
     layers, neurons = layer_neuron(np.arange(frequency.size), pairs.n_neurons)
@@ -88,12 +105,22 @@ def run(job: cli.Job) -> None:
             "in_safety_set": in_set,
         }
     )
-    write_table(scores, job.output["scores"], provenance)
+    write_table(_with_experts(scores, n_experts, pairs.n_neurons), job.output["scores"], provenance)
 
 
-def _rows(model, name, draw, flat, frequency, mean_shift, n_neurons) -> pd.DataFrame:
+def _with_experts(frame: pd.DataFrame, n_experts: int, n_neurons: int) -> pd.DataFrame:
+    """Mixture-of-experts models: each neuron's (expert, channel) beside its flat index."""
+    if n_experts:
+        expert, channel = expert_channel(frame["neuron"].to_numpy(), n_experts, n_neurons)
+        position = frame.columns.get_loc("neuron") + 1
+        frame.insert(position, "expert", expert.astype(np.int32))
+        frame.insert(position + 1, "channel", channel.astype(np.int32))
+    return frame
+
+
+def _rows(model, name, draw, flat, frequency, mean_shift, n_neurons, n_experts) -> pd.DataFrame:
     layers, neurons = layer_neuron(flat, n_neurons)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "model": model,
             "neuron_set": name,
@@ -105,6 +132,7 @@ def _rows(model, name, draw, flat, frequency, mean_shift, n_neurons) -> pd.DataF
             "mean_shift": mean_shift[flat].astype(np.float64),
         }
     )
+    return _with_experts(frame, n_experts, n_neurons)
 
 
 def _log_sizes(shifts: np.ndarray, m: int) -> None:

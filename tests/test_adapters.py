@@ -9,7 +9,8 @@ from rim.errors import ConfigError
 from rim.models import adapter_for, load_model, prepare_model
 from rim.prompts import PromptMode, prompt_modes, render
 from workflow_helpers import default_config
-from rim.testing import FAMILIES
+from rim.hooks import ablate
+from rim.testing import FAMILIES, MOE_FAMILIES
 
 NO_THINK = PromptMode("no_think", thinking=False)
 THINK = PromptMode("think", thinking=True)
@@ -28,7 +29,10 @@ def loaded(tiny_model_dirs, tmp_path_factory):
 
 def test_family_is_detected_from_model_type(loaded):
     assert {family: lm.adapter.name for family, lm in loaded.items()} == {family: family for family in loaded}
-    assert set(loaded) == {"llama", "qwen3", "gemma2", "phi3", "olmo2", "mistral"}
+    assert set(loaded) == {"llama", "qwen3", "gemma2", "phi3", "olmo2", "mistral", *MOE_FAMILIES}
+    assert {family for family, lm in loaded.items() if lm.adapter.is_moe} == set(MOE_FAMILIES)
+    # Qwen3-30B-A3B thinks as Qwen3 does.
+    assert loaded["qwen3_moe"].adapter.native_thinking and not loaded["mixtral"].adapter.native_thinking
 
 
 def test_qwen3_style_prompts_render_exactly(loaded):
@@ -117,10 +121,9 @@ def test_heads_and_neurons_are_where_the_adapter_says(loaded, family):
 
         return hook
 
-    handles = [
-        adapter.attention_output_module(model, 1).register_forward_pre_hook(record("heads")),
-        adapter.mlp_output_module(model, 1).register_forward_pre_hook(record("neurons")),
-    ]
+    handles = [adapter.attention_output_module(model, 1).register_forward_pre_hook(record("heads"))]
+    if not adapter.is_moe:
+        handles.append(adapter.mlp_output_module(model, 1).register_forward_pre_hook(record("neurons")))
     try:
         ids = torch.tensor([[1, 2, 3, 4, 5]])
         model(ids)
@@ -128,8 +131,34 @@ def test_heads_and_neurons_are_where_the_adapter_says(loaded, family):
         for handle in handles:
             handle.remove()
     assert seen["heads"][-1] == adapter.num_heads(model) * adapter.head_dim(model) == 64
-    assert seen["neurons"][-1] == adapter.num_neurons(model) == 128
+    if adapter.is_moe:
+        # 4 experts of 32 channels: each expert's down projection reads its 32 (tests/test_moe_neurons.py).
+        assert adapter.expert_layout(model) == (4, 32) and adapter.num_neurons(model) == 128
+    else:
+        assert seen["neurons"][-1] == adapter.num_neurons(model) == 128
     assert adapter.num_layers(model) == 2
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_zeroing_a_head_equals_zeroing_its_output_projection_columns(loaded, family):
+    """The head ablation's hook against an independent oracle: the head's columns of o_proj zeroed."""
+    lm = loaded[family]
+    model, adapter = lm.model, lm.adapter
+    head_dim = adapter.head_dim(model)
+    ids = torch.tensor([lm.tokenizer.encode("Tell me how to do it, step by step please.")])
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with ablate(model, adapter, zero_heads={1: [2]}):
+            ablated = model(input_ids=ids).logits
+        weight = adapter.attention_output_module(model, 1).weight
+        saved = weight[:, 2 * head_dim : 3 * head_dim].clone()
+        weight[:, 2 * head_dim : 3 * head_dim] = 0
+        try:
+            expected = model(input_ids=ids).logits
+        finally:
+            weight[:, 2 * head_dim : 3 * head_dim] = saved
+    assert not torch.allclose(plain, ablated)
+    torch.testing.assert_close(ablated, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -145,6 +174,9 @@ def test_lora_targets_exist_in_every_family(loaded):
     for lm in loaded.values():
         names = {name.rsplit(".", 1)[-1] for name, _ in lm.model.named_modules()}
         assert set(lm.adapter.lora_targets) <= names
+        parameters = {name.split(".", 3)[-1] for name, _ in lm.model.named_parameters()}
+        assert set(lm.adapter.lora_parameters) <= parameters
+        assert bool(lm.adapter.lora_parameters) == lm.adapter.is_moe
 
 
 def test_unknown_family_and_model_type_are_clear_errors():

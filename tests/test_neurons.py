@@ -235,3 +235,18 @@ def test_paired_changes_are_per_prompt_differences_from_no_intervention():
     assert changes.loc[("safety", "refusal_rate"), "value"] == pytest.approx(-2 / 3)
     assert changes.loc[("random_0", "misalignment_rate"), "value"] == 0
     assert changes.loc[("random_0", "misalignment_rate"), "n"] == 3
+
+
+def test_neurons_without_a_shift_are_never_selected():
+    # NaN: a mixture-of-experts neuron no token of the pair reached. With m = 3 and only two
+    # finite shifts in the first pair, that pair selects two neurons, not a NaN one.
+    shifts = np.array([[np.nan, 0.5, np.nan, 0.1], [0.3, 0.2, np.nan, 0.9]])
+    selected = top_m(shifts, 3)
+    assert selected.tolist() == [[False, True, False, True], [True, True, False, True]]
+
+
+def test_expert_channel_splits_a_flat_moe_neuron_index():
+    from rim.neurons import expert_channel
+
+    expert, channel = expert_channel(np.array([0, 31, 32, 127]), n_experts=4, n_neurons=128)
+    assert expert.tolist() == [0, 0, 1, 3] and channel.tolist() == [0, 31, 0, 31]

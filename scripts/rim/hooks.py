@@ -4,7 +4,9 @@ One context manager adds hooks and always removes them in ``finally`` (the refus
 pattern), so an exception never leaves a model patched. Interventions read like the paper:
 ``with ablate(model, adapter, zero_heads={6: [20], 0: [11, 23]}):`` zeroes the per-head slices
 entering the attention output projection (docs/method.md#5-refusal-heads); ``zero_neurons={layer: [channels]}``
-zeroes MLP neurons, the channels entering the down projection (docs/method.md#6-safety-neurons-and-ras).
+zeroes MLP neurons, the channels entering the down projection (docs/method.md#6-safety-neurons-and-ras);
+in a mixture-of-experts layer, the units are (expert, channel) pairs flattened as
+``expert * channels + channel``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ import torch
 Hook = Callable[..., object]
 
 
+class WithKeywords:
+    """Marks a forward-pre hook that takes ``(module, args, kwargs)`` (a module called with
+    keyword arguments, such as a mixture-of-experts layer's experts)."""
+
+    def __init__(self, hook: Hook):
+        self.hook = hook
+
+
 @contextlib.contextmanager
 def attached(
     model: torch.nn.Module,
@@ -27,7 +37,11 @@ def attached(
     handles = []
     try:
         for name, hook in (forward_pre or {}).items():
-            handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
+            module = model.get_submodule(name)
+            if isinstance(hook, WithKeywords):
+                handles.append(module.register_forward_pre_hook(hook.hook, with_kwargs=True))
+            else:
+                handles.append(module.register_forward_pre_hook(hook))
         for name, hook in (forward or {}).items():
             handles.append(model.get_submodule(name).register_forward_hook(hook))
         yield
@@ -91,13 +105,50 @@ def ablate(
             if name in hooks:
                 raise ValueError(f"layer {layer} is both zero- and mean-ablated")
             hooks[name] = _replace_channels(mask, head_means[layer])
-    width_neurons = adapter.num_neurons(model)
-    for layer, channels in (zero_neurons or {}).items():
-        if channels:
-            mask = _channel_index(channels, width_neurons, torch.device("cpu"))
-            hooks[adapter.mlp_output_name(int(layer))] = _replace_channels(mask, None)
-    with attached(model, forward_pre=hooks):
+    if zero_neurons and getattr(adapter, "is_moe", False):
+        weights = zeroed_expert_channels(model, adapter, zero_neurons)
+    else:
+        weights = contextlib.nullcontext()
+        width_neurons = adapter.num_neurons(model) if zero_neurons else 0
+        for layer, channels in (zero_neurons or {}).items():
+            if channels:
+                mask = _channel_index(channels, width_neurons, torch.device("cpu"))
+                hooks[adapter.mlp_output_name(int(layer))] = _replace_channels(mask, None)
+    with weights, attached(model, forward_pre=hooks):
         yield
+
+
+@contextlib.contextmanager
+def zeroed_expert_channels(
+    model: torch.nn.Module, adapter, zero_neurons: Mapping[int, Sequence[int]]
+) -> Iterator[None]:
+    """Zero mixture-of-experts neurons (flat units ``expert * channels + channel``) for the block.
+
+    An expert's neuron is an input channel of its down projection; the experts module multiplies
+    it by one column of the fused ``down_proj[expert]``, so zeroing that column is zeroing the
+    neuron, whichever kernel the experts run (docs/method.md#mixture-of-experts-neurons). The
+    columns are restored in ``finally``.
+    """
+    n_experts, channels = adapter.expert_layout(model)
+    saved = []
+    try:
+        with torch.no_grad():
+            for layer, units in zero_neurons.items():
+                if not units:
+                    continue
+                units = torch.as_tensor(sorted(set(int(unit) for unit in units)), dtype=torch.long)
+                if int(units.min()) < 0 or int(units.max()) >= n_experts * channels:
+                    raise ValueError(f"layer {layer}: neuron index out of range 0..{n_experts * channels - 1}")
+                down = adapter.experts_module(model, int(layer)).down_proj
+                experts, columns = units // channels, units % channels
+                experts, columns = experts.to(down.device), columns.to(down.device)
+                saved.append((down, experts, columns, down.data[experts, :, columns].clone()))
+                down.data[experts, :, columns] = 0
+        yield
+    finally:
+        with torch.no_grad():
+            for down, experts, columns, values in reversed(saved):
+                down.data[experts, :, columns] = values
 
 
 def units_by_layer(pairs: Sequence[Sequence[int]]) -> dict[int, list[int]]:

@@ -80,11 +80,14 @@ def top_m(shifts: np.ndarray, m: int) -> np.ndarray:
         raise ConfigError(
             f"config key 'neurons.top_m' must be between 1 and the number of neurons ({n_units}), got {m}"
         )
-    # A stable sort of the negated shifts keeps the choice deterministic under ties.
-    order = np.argsort(-shifts, axis=1, kind="stable")[:, :m]
+    # A stable sort of the negated shifts keeps the choice deterministic under ties. A shift
+    # without a value (NaN: a mixture-of-experts neuron no token of the pair was routed to) is
+    # never selected, however few neurons have one.
+    finite = np.isfinite(shifts)
+    order = np.argsort(-np.where(finite, shifts, -np.inf), axis=1, kind="stable")[:, :m]
     selected = np.zeros(shifts.shape, dtype=bool)
     np.put_along_axis(selected, order, True, axis=1)
-    return selected
+    return selected & finite
 
 
 def selection_frequency(shifts: np.ndarray, m: int) -> np.ndarray:
@@ -235,6 +238,12 @@ def dose_conditions(scores: "pd.DataFrame", sizes: Sequence[int], draws: int, se
 def layer_neuron(flat: np.ndarray, n_neurons: int) -> tuple[np.ndarray, np.ndarray]:
     flat = np.asarray(flat, dtype=np.int64)
     return flat // n_neurons, flat % n_neurons
+
+
+def expert_channel(neurons: np.ndarray, n_experts: int, n_neurons: int) -> tuple[np.ndarray, np.ndarray]:
+    """(expert, channel) of mixture-of-experts neurons, flattened in a layer as expert * channels + channel."""
+    channels = n_neurons // n_experts
+    return neurons // channels, neurons % channels
 
 
 def flat_index(layers: Sequence[int], neurons: Sequence[int], n_neurons: int) -> np.ndarray:

@@ -4,7 +4,8 @@ Each has a real Hugging Face config class, a byte-level BPE tokenizer trained on
 text encodes), and a chat template in the style of its family: ChatML with a default system
 prompt (SmolLM2/Llama style), ChatML with ``enable_thinking`` (Qwen3 style), Gemma's turns
 without a system role, Phi-3's ``<|user|>``/``<|end|>`` turns, OLMo-2's Tulu turns and
-Mistral's ``[INST]`` turns. The whole pipeline runs on them in seconds.
+Mistral's ``[INST]`` turns; the mixture-of-experts families (Qwen3-MoE, Mixtral, PhiMoE, OLMoE)
+use their dense siblings' templates. The whole pipeline runs on them in seconds.
 
 A random model's attention is nearly uniform, so which key a head attends to most is an accident
 of its weights; ``plant_offset_head`` gives one head a known pattern (attend to the token a fixed
@@ -123,6 +124,10 @@ FAMILIES = {
         "eos": "</s>",
     },
 }
+# The mixture-of-experts families use their dense siblings' chat templates, as the hub models do.
+for _moe, _dense in (("qwen3_moe", "qwen3"), ("mixtral", "mistral"), ("phimoe", "phi3"), ("olmoe", "olmo2")):
+    FAMILIES[_moe] = FAMILIES[_dense]
+MOE_FAMILIES = ("qwen3_moe", "mixtral", "phimoe", "olmoe")
 
 _CORPUS = [
     "I can't help with that request. I'm sorry, but I cannot assist with this.",
@@ -161,8 +166,30 @@ def build_tokenizer(family: str, vocab_size: int = 512):
     return tokenizer
 
 
-def build_config(family: str, vocab_size: int, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2):
-    from transformers import Gemma2Config, LlamaConfig, MistralConfig, Olmo2Config, Phi3Config, Qwen3Config
+def build_config(
+    family: str,
+    vocab_size: int,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    experts: int = 4,
+    experts_per_token: int = 2,
+):
+    """A tiny config of ``family``; mixture-of-experts families get ``experts`` experts of
+    ``hidden // 2`` channels each, ``experts_per_token`` of them routed per token."""
+    from transformers import (
+        Gemma2Config,
+        LlamaConfig,
+        MistralConfig,
+        MixtralConfig,
+        Olmo2Config,
+        OlmoeConfig,
+        Phi3Config,
+        PhimoeConfig,
+        Qwen3Config,
+        Qwen3MoeConfig,
+    )
 
     common = dict(
         vocab_size=vocab_size,
@@ -187,6 +214,29 @@ def build_config(family: str, vocab_size: int, layers: int = 2, hidden: int = 64
         return MistralConfig(**common, sliding_window=None)
     if family == "olmo2":
         return Olmo2Config(**common)
+    # Mixture of experts: the same total width as the dense models' MLP (experts x channels).
+    channels = 2 * hidden // experts
+    if family == "qwen3_moe":
+        return Qwen3MoeConfig(
+            **common, moe_intermediate_size=channels, num_experts=experts, num_experts_per_tok=experts_per_token
+        )
+    if family == "mixtral":
+        moe = {key: value for key, value in common.items() if key != "intermediate_size"}
+        return MixtralConfig(
+            **moe, intermediate_size=channels, num_local_experts=experts, num_experts_per_tok=experts_per_token
+        )
+    if family == "olmoe":
+        moe = {key: value for key, value in common.items() if key != "intermediate_size"}
+        ids = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
+        return OlmoeConfig(
+            **moe, **ids, intermediate_size=channels, num_experts=experts, num_experts_per_tok=experts_per_token
+        )
+    if family == "phimoe":
+        moe = {key: value for key, value in common.items() if key not in ("intermediate_size", "head_dim")}
+        ids = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
+        return PhimoeConfig(
+            **moe, **ids, intermediate_size=channels, num_local_experts=experts, num_experts_per_tok=experts_per_token
+        )
     if family == "phi3":
         # Phi-3's config defaults name token ids of its 32k vocabulary; make_tiny_model sets them.
         ids = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
@@ -204,17 +254,28 @@ def make_tiny_model(
     heads: int = 4,
     offset_head: tuple[int, int] | None = None,
     offset: int = 1,
+    experts: int = 4,
+    experts_per_token: int = 2,
 ):
     """Save a tiny random model and tokenizer of ``family`` into ``out_dir``; return the path.
 
     ``offset_head=(layer, head)``: that head attends to the token ``offset`` places back
     (``plant_offset_head``); the model then has biases on its attention projections.
+    ``experts``, ``experts_per_token``: the mixture-of-experts families' routing.
     """
     from transformers import AutoModelForCausalLM
 
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer(family)
-    config = build_config(family, len(tokenizer), layers=layers, hidden=hidden, heads=heads)
+    config = build_config(
+        family,
+        len(tokenizer),
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        experts=experts,
+        experts_per_token=experts_per_token,
+    )
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.bos_token_id = tokenizer.bos_token_id

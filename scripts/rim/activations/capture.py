@@ -14,7 +14,10 @@ from rim.activations.settings import (
 
 # ----- capture ----------------------------------------------------------------------------------
 def site_module_names(adapter, n_layers: int, site: str) -> tuple[str, list[str]]:
-    """('pre' or 'post', module names) of the neuron site in every layer."""
+    """('pre', 'post' or 'experts', module names) of the neuron site in every layer."""
+    if adapter.is_moe:
+        # Both sites are recomputed from the expert weights for the routed tokens (experts_site).
+        return "experts", [adapter.experts_name(layer) for layer in range(n_layers)]
     if site == "mlp_intermediate":
         # The input of the down projection: the channels rim.hooks.ablate(zero_neurons=) zeroes.
         return "pre", [adapter.mlp_output_name(layer) for layer in range(n_layers)]
@@ -38,6 +41,7 @@ class Capture:
         self.model, self.adapter, self.settings = model, adapter, settings
         self.n_layers = adapter.num_layers(model)
         self.kind, self.site_names = site_module_names(adapter, self.n_layers, settings.site)
+        self.expert_layout = adapter.expert_layout(model) if self.kind == "experts" else None
         for name in self.site_names:
             try:
                 model.get_submodule(name)
@@ -85,6 +89,71 @@ class Capture:
         self.neurons[:, layer] = self._pool(layer, x, self.pool_mask)
         self.prompt_neurons[:, layer] = self._pool(layer, x, self.prompt_mask)
 
+    def _experts_site(self, layer, module, hidden, top_k_index):
+        """A mixture-of-experts layer: pool each expert's activations over the tokens routed to it.
+
+        ``hidden`` [tokens, hidden] is the experts' input (the batch's rows flattened), and
+        ``top_k_index`` [tokens, k] the experts the router chose for each token. A token not routed
+        to an expert contributes nothing to that expert's pooled values; an expert that no pooled
+        token of an input reached has NaN there (docs/method.md#mixture-of-experts-neurons).
+        """
+        torch = self.torch
+        n_experts, channels = self.expert_layout
+        if self.recording_prefix:
+            if self.prefix is None:
+                return
+            masks = [torch.zeros((1, hidden.shape[0]), dtype=torch.bool)]
+            masks[0][0, : self.prefix_count] = True
+        else:
+            masks = [self.pool_mask, self.prompt_mask]
+        rows, width = masks[0].shape
+        masks = [mask.reshape(-1).to(hidden.device) for mask in masks]
+        example = torch.arange(rows * width, device=hidden.device) // width
+        last = [self._last_pooled(mask.reshape(rows, width)) for mask in masks]
+        fill = 0.0 if self.settings.pooling == "mean" else float("-inf")
+        pooled = [torch.full((n_experts, rows, channels), fill, device=hidden.device) for _ in masks]
+        counts = [torch.zeros((n_experts, rows), device=hidden.device) for _ in masks]
+        wanted = masks[0] | masks[1] if len(masks) > 1 else masks[0]
+        routed = torch.zeros((hidden.shape[0], n_experts), dtype=torch.bool, device=hidden.device)
+        routed.scatter_(1, top_k_index.long(), True)
+        routed &= wanted[:, None]
+        for expert in routed.any(dim=0).nonzero().flatten().tolist():
+            tokens = routed[:, expert].nonzero().flatten()
+            values = expert_activation(module, hidden[tokens], expert, self.settings.site).float()
+            for mask, target, count, last_token in zip(masks, pooled, counts, last):
+                keep = mask[tokens] if self.settings.pooling != "last" else (tokens[:, None] == last_token).any(1)
+                if not bool(keep.any()):
+                    continue
+                where, selected = example[tokens[keep]], values[keep]
+                if self.settings.pooling == "mean":
+                    target[expert].index_add_(0, where, selected)
+                else:  # max, or the one last pooled token
+                    target[expert].scatter_reduce_(0, where[:, None].expand_as(selected), selected, "amax")
+                count[expert] += torch.bincount(where, minlength=rows).float()
+        if self.recording_prefix:
+            self.prefix[layer] = (pooled[0][:, 0], counts[0][:, 0])
+            return
+        for target, count, out in zip(pooled, counts, (self.neurons, self.prompt_neurons)):
+            if self.prefix is not None and self.settings.pooling != "last":
+                prefix_values, prefix_counts = (part.to(hidden.device) for part in self.prefix[layer])
+                if self.settings.pooling == "max":
+                    target = torch.maximum(target, prefix_values[:, None])
+                else:
+                    target = target + prefix_values[:, None]
+                count = count + prefix_counts[:, None]
+            if self.settings.pooling == "mean":
+                target = target / count.clamp(min=1)[..., None]
+            target = target.masked_fill((count == 0)[..., None], float("nan"))
+            out[:, layer] = target.permute(1, 0, 2).reshape(rows, n_experts * channels).cpu()
+
+    def _last_pooled(self, mask):
+        """Flat index of each row's last pooled token (pooling 'last'), -1 for a row without one."""
+        torch = self.torch
+        rows, width = mask.shape
+        index = width - 1 - mask.flip(1).float().argmax(1)
+        flat = torch.arange(rows, device=mask.device) * width + index
+        return torch.where(mask.any(dim=1), flat, torch.full_like(flat, -1))
+
     def _pool(self, layer, x, mask):
         torch = self.torch
         mask = mask.to(x.device)
@@ -128,12 +197,36 @@ class Capture:
 
             return hook
 
+        from rim.hooks import WithKeywords
+
+        def experts_pre(layer):
+            def hook(module, args, kwargs):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                top_k_index = args[1] if len(args) > 1 else kwargs["top_k_index"]
+                self._experts_site(layer, module, hidden, top_k_index)
+
+            return hook
+
         for layer, name in enumerate(self.site_names):
-            (pre if self.kind == "pre" else post)[name] = (site_pre if self.kind == "pre" else site_post)(layer)
+            if self.kind == "experts":
+                pre[name] = WithKeywords(experts_pre(layer))
+            else:
+                (pre if self.kind == "pre" else post)[name] = (site_pre if self.kind == "pre" else site_post)(layer)
         if self.residual:
             for layer in range(self.n_layers):
                 post[f"{self.adapter.layers_path}.{layer}"] = residual_post(layer)
         return pre, post
+
+
+def expert_activation(module, hidden, expert: int, site: str = "mlp_intermediate"):
+    """One expert's neuron activations for the tokens in ``hidden`` [tokens, hidden]: the input
+    of its down projection, act(gate) * up (site mlp_intermediate), or act(gate) alone
+    (mlp_gate_activation), computed from the fused weights as the experts module computes them."""
+    import torch
+
+    gate, up = torch.nn.functional.linear(hidden, module.gate_up_proj[expert]).chunk(2, dim=-1)
+    activated = module.act_fn(gate)
+    return activated * up if site == "mlp_intermediate" else activated
 
 
 def shared_prefix_length(examples: Sequence[Example]) -> int:

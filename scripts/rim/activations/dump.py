@@ -119,6 +119,7 @@ class _GroupWriter:
                 "n_layers": shape["n_layers"],
                 "n_neurons": shape["n_neurons"],
                 "hidden_size": shape["hidden"],
+                "n_experts": shape["n_experts"],
                 "max_response_tokens": -1 if settings.max_response_tokens is None else settings.max_response_tokens,
                 "response_source": inputs.response_source,
             }
@@ -225,8 +226,10 @@ def dump_activations(
     shape = {
         "n_layers": adapter.num_layers(model),
         "n_neurons": adapter.num_neurons(model)
-        if settings.site == "mlp_intermediate"
+        if settings.site == "mlp_intermediate" or adapter.is_moe
         else int(model.config.intermediate_size),
+        # Mixture-of-experts layers: neuron = expert * expert_channels + channel.
+        "n_experts": adapter.expert_layout(model)[0] if adapter.is_moe else 0,
         "hidden": int(model.config.hidden_size),
     }
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

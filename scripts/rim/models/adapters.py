@@ -6,8 +6,10 @@ Everything else in the workflow is family-agnostic (docs/method.md#1-the-phenome
   (Qwen3's ``enable_thinking``; a prefilled reasoning opener for families without a think mode);
 - which tokens open a refusal (for the first-token refusal score);
 - where the attention heads are (the per-head slices of the input of the attention output
-  projection) and where the MLP neurons are (the channels of the input of the down projection);
-- which linear layers LoRA adapts.
+  projection) and where the MLP neurons are (the channels of the input of the down projection;
+  in a mixture-of-experts layer, the channels of each expert's down-projection input: see
+  ``experts`` below and docs/method.md#mixture-of-experts-neurons);
+- which linear layers (and, for fused expert weights, which parameters) LoRA adapts.
 
 New families are added by registering an adapter; per-model overrides (system prompt, reasoning
 opener, refusal openers) come from the model's config entry.
@@ -58,6 +60,14 @@ class FamilyAdapter:
     attention_output: str = "self_attn.o_proj"
     mlp_output: str = "mlp.down_proj"
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    # Mixture-of-experts families: the module (under each layer) that holds every expert's
+    # weights as fused tensors, gate_up_proj [experts, 2 * channels, hidden] and down_proj
+    # [experts, hidden, channels], called as experts(hidden [tokens, hidden], top_k_index,
+    # top_k_weights) (transformers 5). A neuron is (expert, channel), flattened within its layer
+    # as expert * channels + channel (docs/method.md#mixture-of-experts-neurons).
+    experts: str | None = None
+    # Fused parameters LoRA adapts (peft's target_parameters; one rank-r pair per expert).
+    lora_parameters: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     # ----- model anatomy -------------------------------------------------------------------
@@ -79,8 +89,50 @@ class FamilyAdapter:
         return int(head_dim or config.hidden_size // config.num_attention_heads)
 
     def num_neurons(self, model: torch.nn.Module) -> int:
-        """Channels of the MLP intermediate activation per layer (docs/method.md#6-safety-neurons-and-ras, decision)."""
+        """Neurons per layer: channels of the MLP intermediate activation (docs/method.md#6-safety-neurons-and-ras,
+        decision); in a mixture-of-experts layer, experts x channels per expert."""
+        if self.experts is not None:
+            n_experts, channels = self.expert_layout(model)
+            return n_experts * channels
         return int(self.mlp_output_module(model, 0).in_features)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts is not None
+
+    def experts_name(self, layer: int) -> str:
+        return f"{self.layers_path}.{layer}.{self.experts}"
+
+    def experts_module(self, model: torch.nn.Module, layer: int) -> torch.nn.Module:
+        """The module holding layer ``layer``'s fused expert weights (a ConfigError if absent)."""
+        try:
+            module = model.get_submodule(self.experts_name(layer))
+        except AttributeError:
+            module = None
+        if module is None or not all(hasattr(module, name) for name in ("gate_up_proj", "down_proj", "act_fn")):
+            raise ConfigError(
+                f"the {self.name} adapter expects fused expert weights (gate_up_proj, down_proj, act_fn) at "
+                f"'{self.experts_name(layer)}'; this model has none there (every layer must be a "
+                "mixture-of-experts layer: models that mix dense and sparse layers are not supported)"
+            )
+        return module
+
+    def expert_layout(self, model: torch.nn.Module) -> tuple[int, int]:
+        """(experts per layer, channels per expert), the same in every layer (checked)."""
+        layouts = set()
+        for layer in range(self.num_layers(model)):
+            module = self.experts_module(model, layer)
+            n_experts, hidden, channels = module.down_proj.shape
+            if tuple(module.gate_up_proj.shape) != (n_experts, 2 * channels, hidden):
+                raise ConfigError(
+                    f"'{self.experts_name(layer)}': gate_up_proj has shape {tuple(module.gate_up_proj.shape)}, "
+                    f"expected {(n_experts, 2 * channels, hidden)} for down_proj {tuple(module.down_proj.shape)} "
+                    "(a transposed expert layout this adapter does not read)"
+                )
+            layouts.add((int(n_experts), int(channels)))
+        if len(layouts) != 1:
+            raise ConfigError(f"the {self.name} model's layers differ in their experts: {sorted(layouts)}")
+        return layouts.pop()
 
     def attention_output_name(self, layer: int) -> str:
         return f"{self.layers_path}.{layer}.{self.attention_output}"
@@ -234,7 +286,45 @@ GEMMA2 = FamilyAdapter(
     model_types=("gemma2", "gemma"),
     system_role=False,
 )
-ADAPTERS: dict[str, FamilyAdapter] = {adapter.name: adapter for adapter in (LLAMA, MISTRAL, PHI3, OLMO2, QWEN3, GEMMA2)}
+# Mixture-of-experts families: the attention projections as in their dense siblings, the experts
+# fused under mlp.experts (the router is mlp.gate, or mlp.router for PhiMoE, and stays frozen).
+MOE_ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MOE_EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+QWEN3_MOE = dataclasses.replace(
+    QWEN3,
+    name="qwen3_moe",
+    model_types=("qwen3_moe",),
+    experts="mlp.experts",
+    lora_targets=MOE_ATTENTION_TARGETS,
+    lora_parameters=MOE_EXPERT_PARAMETERS,
+)
+MIXTRAL = dataclasses.replace(
+    MISTRAL,
+    name="mixtral",
+    model_types=("mixtral",),
+    experts="mlp.experts",
+    lora_targets=MOE_ATTENTION_TARGETS,
+    lora_parameters=MOE_EXPERT_PARAMETERS,
+)
+PHIMOE = dataclasses.replace(
+    LLAMA,
+    name="phimoe",
+    model_types=("phimoe",),
+    experts="mlp.experts",
+    lora_targets=MOE_ATTENTION_TARGETS,
+    lora_parameters=MOE_EXPERT_PARAMETERS,
+)
+OLMOE = dataclasses.replace(
+    LLAMA,
+    name="olmoe",
+    model_types=("olmoe",),
+    experts="mlp.experts",
+    lora_targets=MOE_ATTENTION_TARGETS,
+    lora_parameters=MOE_EXPERT_PARAMETERS,
+)
+ADAPTERS: dict[str, FamilyAdapter] = {
+    adapter.name: adapter for adapter in (LLAMA, MISTRAL, PHI3, OLMO2, QWEN3, GEMMA2, QWEN3_MOE, MIXTRAL, PHIMOE, OLMOE)
+}
 
 
 def adapter_for(
