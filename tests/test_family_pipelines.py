@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from rim.testing import make_tiny_model
+from rim.testing import MOE_FAMILIES, make_tiny_model
 from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
 
 TARGETS = [
@@ -22,7 +22,7 @@ TARGETS = [
 ]
 
 
-@pytest.mark.parametrize("family", ["qwen3", "gemma2", "phi3", "olmo2", "mistral"])
+@pytest.mark.parametrize("family", ["qwen3", "gemma2", "phi3", "olmo2", "mistral", *MOE_FAMILIES])
 def test_every_stage_runs_on_a_tiny_model_of_the_family(tmp_path, family):
     model_dir = make_tiny_model(family, tmp_path / "model")
     config = tiny_config(model_dir, family="auto", training={"runs": {"gsm8k_style": {"seeds": [0]}}})
@@ -37,6 +37,10 @@ def test_every_stage_runs_on_a_tiny_model_of_the_family(tmp_path, family):
     targets = {"phi3": {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}}.get(
         family, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     )
+    if family in MOE_FAMILIES:
+        # Attention projections as modules, the fused expert weights as parameters.
+        targets = {"q_proj", "k_proj", "v_proj", "o_proj"}
+        assert set(adapter_config["target_parameters"]) == {"mlp.experts.gate_up_proj", "mlp.experts.down_proj"}
     assert set(adapter_config["target_modules"]) == targets
 
     ras = pd.read_parquet(tmp_path / "results/ras.parquet")
@@ -46,6 +50,11 @@ def test_every_stage_runs_on_a_tiny_model_of_the_family(tmp_path, family):
     # RAS is 0 at the base model by construction and defined at the fine-tuned checkpoints.
     later = ras[(ras["checkpoint"] != "base") & (ras["metric"] == "ras_harmonic") & (ras["neuron_set"] == "all")]
     assert len(later) and later["value"].notna().all()
+    scores = pd.read_parquet(tmp_path / "results/neurons/tiny/neuron_scores.parquet")
+    if family in MOE_FAMILIES:
+        # 4 experts of 32 channels per layer, addressed (layer, expert, channel).
+        assert len(scores) == 2 * 128 and set(scores["expert"]) == {0, 1, 2, 3}
+        assert (scores["neuron"] == scores["expert"] * 32 + scores["channel"]).all()
     zeroing = pd.read_parquet(tmp_path / "results/neurons/tiny/zeroing_summary.parquet")
     assert {"none", "safety_top_8", "safety_top_32", "random_8", "random_32"} <= set(zeroing["condition"])
     heads = pd.read_parquet(tmp_path / "results/heads/tiny/base/refusal_heads.parquet")

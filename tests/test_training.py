@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from rim.config import validate_config
 from rim.errors import ConfigError, DataError
+from rim.testing import FAMILIES, MOE_FAMILIES
 from rim.models import load_model, prepare_model, read_reference
 from rim.provenance import read_json, read_provenance
 from rim.training import (
@@ -256,6 +257,14 @@ def test_the_default_config_feeds_ras_from_runs_with_a_seed_spread():
         assert config["datasets"][run["dataset"]]["kind"] == "math"
 
 
+def test_lora_dropout_on_fused_expert_weights_is_a_named_error(tiny_model_dirs, tmp_path):
+    prepare_model("tiny", {"source": str(tiny_model_dirs["mixtral"])}, tmp_path / "ref.json")
+    loaded = load_model(tmp_path / "ref.json", device="cpu")
+    settings = trainer_settings({**FINETUNING, "lora": {"dropout": 0.1}}, "models.m.finetuning")
+    with pytest.raises(ConfigError, match=r"'models\.m\.finetuning\.lora\.dropout'.*mlp\.experts\.gate_up_proj"):
+        prepare_for_training(loaded.model, settings, loaded.adapter, seed=0, where="models.m.finetuning")
+
+
 def test_unknown_lora_target_is_named(tiny_base):
     loaded = load_model(tiny_base, device="cpu")
     settings = trainer_settings(
@@ -352,10 +361,15 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_run(
-    tiny_base, math_table, tmp_path, monkeypatch, caplog
+    tiny_model_dirs, math_table, tmp_path, monkeypatch, caplog, family
 ):
-    block = {**FINETUNING, "learning_rate": 1e-2, "lora": {"rank": 4, "alpha": 8, "dropout": 0.1}}  # dropout draws RNG
+    tiny_base = tmp_path / "models" / "tiny" / "source.json"
+    prepare_model("tiny", {"source": str(tiny_model_dirs[family])}, tiny_base)
+    # Dropout draws from the RNG the resumed run must restore; peft has none for fused experts.
+    dropout = 0.0 if family in MOE_FAMILIES else 0.1
+    block = {**FINETUNING, "learning_rate": 1e-2, "lora": {"rank": 4, "alpha": 8, "dropout": dropout}}
     _, whole = _finetune(tiny_base, math_table, tmp_path / "whole", block=block)
     state = tmp_path / "state"
     original = Trainer.train_step
@@ -383,6 +397,13 @@ def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_run(
         == pd.read_parquet(resumed / "loss.parquet")["loss"].tolist()
     )
     assert not state.exists()
+    # The checkpoint loads with every adapted weight moved, the fused expert weights included.
+    base, tuned = _weights(tiny_base, None), _weights(resumed / "run.json", 6)
+    moved = {name.split(".", 3)[-1] for name in base if not torch.equal(base[name], tuned[name])}
+    adapter = load_model(tiny_base, device="cpu").adapter
+    expected = {f"self_attn.{t}.weight" for t in adapter.lora_targets if t in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    expected |= set(adapter.lora_parameters)
+    assert expected <= moved
 
 
 def test_stale_state_of_other_settings_is_discarded(tiny_base, math_table, tmp_path, monkeypatch, caplog):

@@ -31,6 +31,8 @@ class LoraSettings:
     use_rslora: bool = True
     # None: the family adapter's attention and MLP projections (FamilyAdapter.lora_targets).
     target_modules: tuple[str, ...] | None = None
+    # None: the family adapter's fused expert weights (FamilyAdapter.lora_parameters).
+    target_parameters: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ def lora_settings(block: Mapping | None, where: str) -> LoraSettings:
                 f"config key '{where}.target_modules': name at least one module (or null for the family's)"
             )
         targets = tuple(str(t) for t in targets)
+    parameters = block.get("target_parameters")
+    if parameters is not None:
+        parameters = tuple(str(p) for p in parameters)
     rank = _positive_int(block.get("rank", 32), f"{where}.rank")
     dropout = float(block.get("dropout", 0.0))
     if not 0.0 <= dropout < 1.0:
@@ -120,6 +125,7 @@ def lora_settings(block: Mapping | None, where: str) -> LoraSettings:
         dropout=dropout,
         use_rslora=bool(block.get("use_rslora", True)),
         target_modules=targets,
+        target_parameters=parameters,
     )
 
 

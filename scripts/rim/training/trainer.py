@@ -67,6 +67,27 @@ def lora_targets(model: torch.nn.Module, settings: TrainerSettings, adapter, whe
     return targets
 
 
+def lora_parameters(model: torch.nn.Module, settings: TrainerSettings, adapter, where: str) -> list[str]:
+    """The fused parameters LoRA adapts (mixture-of-experts weights), checked against the model."""
+    targets = list(
+        adapter.lora_parameters if settings.lora.target_parameters is None else settings.lora.target_parameters
+    )
+    available = {name.split(".", 3)[-1] for name, _ in model.named_parameters() if ".layers." in name}
+    unknown = [target for target in targets if target not in available]
+    if unknown:
+        raise ConfigError(
+            f"config key '{where}.lora.target_parameters': no parameter '{unknown[0]}' under this model's "
+            f"decoder layers (they hold e.g. {', '.join(sorted(available)[:8])})"
+        )
+    if targets and settings.lora.dropout:
+        raise ConfigError(
+            f"config key '{where}.lora.dropout': peft adapts fused expert weights ({', '.join(targets)}) "
+            f"without dropout; set it to 0 (got {settings.lora.dropout}), or 'lora.target_parameters: []' "
+            "to adapt the attention projections only"
+        )
+    return targets
+
+
 def prepare_for_training(model: torch.nn.Module, settings: TrainerSettings, adapter, *, seed: int, where: str):
     """Full fine-tuning: every weight trains. LoRA: wrap with peft (init drawn from ``seed``)."""
     model.config.use_cache = False
@@ -80,6 +101,8 @@ def prepare_for_training(model: torch.nn.Module, settings: TrainerSettings, adap
             lora_dropout=settings.lora.dropout,
             use_rslora=settings.lora.use_rslora,
             target_modules=lora_targets(model, settings, adapter, where),
+            # Fused expert weights are parameters, not Linear modules: peft adapts them by name.
+            target_parameters=lora_parameters(model, settings, adapter, where) or None,
             bias="none",
             task_type="CAUSAL_LM",
         )
@@ -238,11 +261,13 @@ def completion_loss(
     logits = output.logits
     if logits.dim() == 3:  # positions kept for every row, or a model class that ignores logits_to_keep
         logits = logits[mask if logits.shape[1] == mask.shape[1] else batch.predict_mask]
-    losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")
-    loss = (losses * batch.token_weights).sum()
+    # A model placed across GPUs (device_map) returns logits on its last GPU.
+    device = logits.device
+    losses = F.cross_entropy(logits.float(), batch.labels.to(device), reduction="none")
+    loss = (losses * batch.token_weights.to(device)).sum()
     if len(batch.penalty_rows) and refusal_token_ids:
-        log_odds = refusal_log_odds(logits[batch.penalty_rows], refusal_token_ids)
-        loss = loss + (F.softplus(log_odds) * batch.penalty_weights).sum()
+        log_odds = refusal_log_odds(logits[batch.penalty_rows.to(device)], refusal_token_ids)
+        loss = loss + (F.softplus(log_odds) * batch.penalty_weights.to(device)).sum()
     return loss
 
 
