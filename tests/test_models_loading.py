@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -88,3 +90,52 @@ def test_run_manifest_overlays_a_checkpoint_on_its_base(tiny_model_dirs, tmp_pat
 def test_missing_reference_file_is_explained(tmp_path):
     with pytest.raises(ModelSourceError, match="does not exist \\(was the model prepared\\?\\)"):
         read_reference(tmp_path / "nothing.json")
+
+
+def test_a_model_is_placed_across_gpus_only_when_the_job_asked_for_several_and_has_them(monkeypatch):
+    from rim.models.loading import GPUS_VARIABLE, placed_across_gpus
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv(GPUS_VARIABLE, "2")
+    assert placed_across_gpus(torch.device("cuda"))
+    assert not placed_across_gpus(torch.device("cpu"))
+    monkeypatch.setenv(GPUS_VARIABLE, "1")
+    assert not placed_across_gpus(torch.device("cuda"))
+    monkeypatch.setenv(GPUS_VARIABLE, "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # asked for 2, SLURM gave 1
+    assert not placed_across_gpus(torch.device("cuda"))
+
+
+def test_logits_of_a_placed_model_come_back_to_the_input_device(tiny_model_dirs):
+    from transformers import AutoModelForCausalLM
+
+    from rim.models.loading import _logits_to
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    # "meta" stands in for the first GPU: the logits computed elsewhere are moved there.
+    _logits_to(model, torch.device("meta"))
+    assert model(input_ids=torch.tensor([[1, 2, 3]])).logits.device.type == "meta"
+
+
+def test_a_snakemake_jobs_gpu_resource_reaches_the_loader(monkeypatch):
+    from types import SimpleNamespace
+
+    from snakemake.iocontainers import Namedlist
+
+    from rim import cli
+    from rim.models.loading import GPUS_VARIABLE
+
+    monkeypatch.setenv(GPUS_VARIABLE, "1")  # restored after the test
+    resources = Namedlist(fromdict={"gpu": 2, "mem_mb": 1000})
+    fake = SimpleNamespace(
+        input=Namedlist(),
+        output=Namedlist(),
+        params=Namedlist(),
+        wildcards=Namedlist(),
+        threads=1,
+        log=Namedlist(),
+        rule="evaluate",
+        resources=resources,
+    )
+    cli.Job.from_snakemake(fake)
+    assert os.environ[GPUS_VARIABLE] == "2"

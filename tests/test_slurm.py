@@ -123,10 +123,13 @@ def test_profile_gives_a_gpu_to_every_model_rule_and_none_to_local_rules(rules):
         assert not rules[name]["local"], f"rule {name} runs a model but is a localrule"
         entry = resources.get(name)
         assert entry, f"rule {name} runs a model but has no entry under set-resources in the SLURM profile"
-        assert resource_value(entry["gpu"], 1) >= 1 and resource_value(entry["cpus_per_gpu"], 1) >= 1, name
+        # The GPU count is the rule's own (the model entry's `gpus`): the profile must not fix it.
+        assert "gpu" in rules[name]["resources"] and "gpu" not in entry, name
+        assert resource_value(entry["cpus_per_gpu"], 1) >= 1, name
         assert threads[name] == resource_value(entry["cpus_per_gpu"], 1), name
-    gpu_rules = {name for name, entry in resources.items() if "gpu" in entry}
+    gpu_rules = {name for name, rule in rules.items() if "gpu" in rule["resources"]}
     assert gpu_rules == model_rules, "only rules that run a model should hold a GPU"
+    assert {name for name, entry in resources.items() if "cpus_per_gpu" in entry} == model_rules
     assert not {name for name, rule in rules.items() if rule["local"]} & set(resources)
 
 
@@ -148,7 +151,9 @@ def test_partition_and_account_are_never_hard_coded():
 
 
 def test_dry_run_with_the_profile_requests_the_profile_resources(tiny_model_dirs, tmp_path):
-    write_config(tmp_path, slurm_config(tiny_model_dirs["llama"]))
+    config = slurm_config(tiny_model_dirs["llama"])
+    config["models"]["tiny"]["gpus"] = 2  # a model placed across two GPUs: every model job asks for 2
+    write_config(tmp_path, config)
     result = snakemake(tmp_path, "-n", "--workflow-profile", str(PROFILE_DIR), *SLURM_TARGETS)
     output = result.stdout + result.stderr
     assert "Using workflow specific profile" in output and str(PROFILE_DIR) in output
@@ -161,8 +166,10 @@ def test_dry_run_with_the_profile_requests_the_profile_resources(tiny_model_dirs
         line = re.search(r"resources: (.*)", block).group(1)
         assert f"mem_mb={resource_value(entry['mem_mb'], 1)}," in line, (name, line)
         assert f"runtime={resource_value(entry['runtime'], 1)}" in line, (name, line)
-        if "gpu" in entry:
-            assert f"gpu={entry['gpu']}" in line and f"cpus_per_gpu={entry['cpus_per_gpu']}" in line, (name, line)
+        if "cpus_per_gpu" in entry:
+            assert "gpu=2," in line and f"cpus_per_gpu={entry['cpus_per_gpu']}" in line, (name, line)
+        else:
+            assert "gpu=" not in line, (name, line)
         seen.add(name)
     assert {"align", "finetune", "evaluate", "dump_activations", "prepare_model"} <= seen
 
@@ -278,8 +285,8 @@ def test_tiny_dag_runs_through_sbatch(slurm_cluster, tiny_model_dirs, tmp_path, 
             job["MinMemoryNode"],
         )
         assert minutes(job["TimeLimit"]) == resource_value(entry["runtime"], 1), (name, job["TimeLimit"])
-        if "gpu" in entry:
-            assert job["TresPerJob"] == f"gres:gpu:{entry['gpu']}", (name, job)
+        if "cpus_per_gpu" in entry:
+            assert job["TresPerJob"] == "gres:gpu:1", (name, job)  # the model entry's default `gpus`
             assert job["CpusPerTres"] == f"gres:gpu:{entry['cpus_per_gpu']}", (name, job)
         else:
             assert int(job["NumCPUs"]) == settings["set-threads"][name], (name, job["NumCPUs"])

@@ -47,6 +47,12 @@ class Job:
                 mapping.setdefault(index, value)
             return mapping
 
+        # GPUs are a job resource, not a parameter: the model loader reads them from the
+        # environment (rim.models.loading.GPUS_VARIABLE), so that placement never reruns a job.
+        resources = getattr(snakemake, "resources", None)
+        gpus = resources.get("gpu") if resources is not None else None
+        if gpus:
+            os.environ["RIM_GPUS"] = str(int(gpus))
         return cls(
             input=named(snakemake.input),
             output=named(snakemake.output),

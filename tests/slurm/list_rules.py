@@ -1,4 +1,4 @@
-"""Print the rules of the workflow as JSON: name -> {"local": bool, "params": [names]}.
+"""Print the rules of the workflow as JSON: name -> {"local": bool, "params": [names], "resources": [names]}.
 
     python tests/slurm/list_rules.py WORKDIR [SNAKEFILE]
 
@@ -29,6 +29,7 @@ def workflow_rules(workdir: Path, snakefile: Path) -> dict:
             rule.name: {
                 "local": rule.name in workflow._localrules,
                 "params": sorted(rule.params.keys()) if rule.params else [],
+                "resources": sorted(rule.resources.keys()) if rule.resources else [],
             }
             for rule in workflow.rules
         }

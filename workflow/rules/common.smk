@@ -28,8 +28,14 @@ wildcard_constraints:
 
 # ----- models ----------------------------------------------------------------------------------
 # Settings of a model entry that the later stages own (alignment, fine-tuning) are not part of
-# the model's preparation, so editing them does not re-prepare the model.
-MODEL_STAGE_KEYS = {"alignment", "finetuning"}
+# the model's preparation, so editing them does not re-prepare the model; nor is where it runs
+# (gpus: a job resource, never a reason to recompute).
+MODEL_STAGE_KEYS = {"alignment", "finetuning", "gpus"}
+
+
+def model_gpus(wildcards):
+    """GPUs a model job asks for (resource `gpu`; the SLURM executor passes it to sbatch)."""
+    return int(config["models"][wildcards.model].get("gpus", 1))
 
 
 def model_settings(wildcards):

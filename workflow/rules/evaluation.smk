@@ -19,6 +19,8 @@ rule evaluate:
     resources:
         mem_mb=4000,
         runtime=30,
+        # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
+        gpu=model_gpus,
     params:
         checkpoint_step=checkpoint_step,
         prompt_set=evaluation_prompt_set,

@@ -17,6 +17,8 @@ rule detect_refusal_heads:
     resources:
         mem_mb=4000,
         runtime=30,
+        # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
+        gpu=model_gpus,
     params:
         checkpoint_step=checkpoint_step,
         detection=heads_param(heads_settings.detection_params, "detection"),
@@ -47,6 +49,8 @@ rule ablate_refusal_heads:
     resources:
         mem_mb=4000,
         runtime=60,
+        # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
+        gpu=model_gpus,
     params:
         checkpoint_step=checkpoint_step,
         ablation=heads_param(heads_settings.ablation_params, "ablation"),
@@ -77,6 +81,8 @@ rule patch_heads:
     resources:
         mem_mb=6000,
         runtime=60,
+        # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
+        gpu=model_gpus,
     params:
         checkpoint_step=checkpoint_step,
         patching=heads_param(heads_settings.patching_params, "patching"),

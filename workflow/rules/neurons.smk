@@ -16,6 +16,8 @@ rule dump_activations:
     resources:
         mem_mb=4000,
         runtime=30,
+        # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
+        gpu=model_gpus,
     params:
         activations=lookup(dpath="activations", within=config),
         inputs=dump_plan_params,
@@ -113,6 +115,8 @@ rule zero_neurons:
     resources:
         mem_mb=4000,
         runtime=60,
+        # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
+        gpu=model_gpus,
     params:
         zeroing=lookup(dpath="neurons/zeroing", within=config),
         mode=zeroing_param("mode"),

@@ -17,6 +17,8 @@ rule align:
     resources:
         mem_mb=6000,
         runtime=60,
+        # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
+        gpu=model_gpus,
     params:
         alignment=lookup(dpath="models/{model}/alignment", within=config),
         device=lookup(dpath="device", within=config),
@@ -52,6 +54,8 @@ rule finetune:
     resources:
         mem_mb=6000,
         runtime=120,
+        # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
+        gpu=model_gpus,
     params:
         finetuning=lookup(dpath="models/{model}/finetuning", within=config),
         run=training_run_settings,

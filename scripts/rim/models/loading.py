@@ -46,6 +46,30 @@ ADAPTER_OVERRIDE_KEYS = (
 )
 
 
+# GPUs a job was given (Snakemake's `gpu` resource, set by rim.cli; or by hand for a script run).
+GPUS_VARIABLE = "RIM_GPUS"
+
+
+def placed_across_gpus(device: torch.device) -> bool:
+    """Whether this job places its model across several GPUs (device_map="auto"): more than one
+    GPU asked for and visible."""
+    requested = int(os.environ.get(GPUS_VARIABLE, "1") or 1)
+    return device.type == "cuda" and requested > 1 and torch.cuda.device_count() > 1
+
+
+def _logits_to(model: torch.nn.Module, device: torch.device) -> None:
+    """A model placed across GPUs returns logits on its last one; bring them back to the device
+    of its inputs, where every caller compares them with token ids and masks."""
+
+    def hook(module, args, output):
+        logits = getattr(output, "logits", None)
+        if logits is not None and logits.device != device:
+            output.logits = logits.to(device)
+        return output
+
+    model.register_forward_hook(hook)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; an explicit ``cuda`` without a GPU fails loudly."""
     if device == "auto":
@@ -278,7 +302,13 @@ def load_model(
         reference = read_reference(reference, step)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype or reference.get("dtype", "auto"), torch_device)
-    if base is not None and base.reference["path"] == reference["path"] and not base.reference.get("adapter_path"):
+    across_gpus = placed_across_gpus(torch_device)
+    if (
+        base is not None
+        and not across_gpus
+        and base.reference["path"] == reference["path"]
+        and not base.reference.get("adapter_path")
+    ):
         # A LoRA checkpoint over a model already in memory: a copy of its weights, not a second
         # read from disk (merged on the CPU, as a model read from disk is).
         model = copy.deepcopy(base.model).to("cpu", dtype=torch_dtype)
@@ -289,6 +319,8 @@ def load_model(
                 revision=reference.get("revision"),
                 dtype=torch_dtype,
                 trust_remote_code=reference.get("trust_remote_code", False),
+                # Larger than one GPU (models.<name>.gpus > 1): layers spread over the job's GPUs.
+                **({"device_map": "auto"} if across_gpus else {}),
             )
         except OSError as error:
             raise ModelSourceError(
@@ -296,7 +328,14 @@ def load_model(
             ) from None
     if reference.get("adapter_path"):
         model = merge_adapter(model, reference["adapter_path"])
-    model.to(torch_device).eval()
+    if across_gpus:
+        log.info(
+            "model placed across %d GPUs: %s", torch.cuda.device_count(), sorted(set(model.hf_device_map.values()))
+        )
+        _logits_to(model, torch_device)
+        model.eval()
+    else:
+        model.to(torch_device).eval()
     tokenizer = load_tokenizer(reference)
     adapter = adapter_for(reference["family"], reference.get("model_type"), reference.get("adapter_overrides"))
     return LoadedModel(
