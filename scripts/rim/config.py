@@ -140,6 +140,7 @@ def check_consistency(config: Mapping) -> None:
                     f"config key 'datasets.{name}.disjoint_from': '{other}' is "
                     + ("the dataset itself" if other == name else "not defined under 'datasets'")
                 )
+    _check_figure_inputs(config)
     # Each stage checks the references of its own block (imports stay light: no torch).
     from rim.evaluation.settings import check_evaluation_config
 
@@ -150,6 +151,28 @@ def check_consistency(config: Mapping) -> None:
     from rim.heads_settings import check_config as check_heads_config
 
     check_heads_config(config)
+
+
+def _check_figure_inputs(config: Mapping) -> None:
+    """Every input set a figure reads ({prompt_set, mode}, defaults included) names a defined
+    prompt set and mode: otherwise Snakemake would only say that an evaluation table is missing."""
+    prompt_sets = (config.get("evaluation") or {}).get("prompt_sets") or {}
+    modes = config.get("prompt_modes") or {}
+    for figure, block in (config.get("figures") or {}).items():
+        if not isinstance(block, Mapping) or block.get("enabled", True) is False:
+            continue
+        for key, value in block.items():
+            if not (isinstance(value, Mapping) and {"prompt_set", "mode"} <= set(value)):
+                continue
+            where = f"config key 'figures.{figure}.{key}'"
+            if value["prompt_set"] not in prompt_sets:
+                raise ConfigError(
+                    f"{where}: prompt set '{value['prompt_set']}' is not defined under 'evaluation.prompt_sets' "
+                    f"(defined: {', '.join(sorted(prompt_sets))}); name one of them"
+                    + (", or null to leave that part out" if key == "math" else "")
+                )
+            if value["mode"] not in modes:
+                raise ConfigError(f"{where}: mode '{value['mode']}' is not defined under 'prompt_modes'")
 
 
 def load_config(path: str | Path, schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
