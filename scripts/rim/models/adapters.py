@@ -290,38 +290,24 @@ GEMMA2 = FamilyAdapter(
 # fused under mlp.experts (the router is mlp.gate, or mlp.router for PhiMoE, and stays frozen).
 MOE_ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MOE_EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
-QWEN3_MOE = dataclasses.replace(
-    QWEN3,
-    name="qwen3_moe",
-    model_types=("qwen3_moe",),
-    experts="mlp.experts",
-    lora_targets=MOE_ATTENTION_TARGETS,
-    lora_parameters=MOE_EXPERT_PARAMETERS,
-)
-MIXTRAL = dataclasses.replace(
-    MISTRAL,
-    name="mixtral",
-    model_types=("mixtral",),
-    experts="mlp.experts",
-    lora_targets=MOE_ATTENTION_TARGETS,
-    lora_parameters=MOE_EXPERT_PARAMETERS,
-)
-PHIMOE = dataclasses.replace(
-    LLAMA,
-    name="phimoe",
-    model_types=("phimoe",),
-    experts="mlp.experts",
-    lora_targets=MOE_ATTENTION_TARGETS,
-    lora_parameters=MOE_EXPERT_PARAMETERS,
-)
-OLMOE = dataclasses.replace(
-    LLAMA,
-    name="olmoe",
-    model_types=("olmoe",),
-    experts="mlp.experts",
-    lora_targets=MOE_ATTENTION_TARGETS,
-    lora_parameters=MOE_EXPERT_PARAMETERS,
-)
+
+
+def _moe(dense: FamilyAdapter, name: str) -> FamilyAdapter:
+    """A mixture-of-experts family: its dense sibling's prompts, fused experts under mlp.experts."""
+    return dataclasses.replace(
+        dense,
+        name=name,
+        model_types=(name,),
+        experts="mlp.experts",
+        lora_targets=MOE_ATTENTION_TARGETS,
+        lora_parameters=MOE_EXPERT_PARAMETERS,
+    )
+
+
+QWEN3_MOE = _moe(QWEN3, "qwen3_moe")
+MIXTRAL = _moe(MISTRAL, "mixtral")
+PHIMOE = _moe(LLAMA, "phimoe")
+OLMOE = _moe(LLAMA, "olmoe")
 ADAPTERS: dict[str, FamilyAdapter] = {
     adapter.name: adapter for adapter in (LLAMA, MISTRAL, PHI3, OLMO2, QWEN3, GEMMA2, QWEN3_MOE, MIXTRAL, PHIMOE, OLMOE)
 }
