@@ -105,7 +105,7 @@ def ablate(
             if name in hooks:
                 raise ValueError(f"layer {layer} is both zero- and mean-ablated")
             hooks[name] = _replace_channels(mask, head_means[layer])
-    if zero_neurons and getattr(adapter, "is_moe", False):
+    if zero_neurons and adapter.is_moe:
         weights = zeroed_expert_channels(model, adapter, zero_neurons)
     else:
         weights = contextlib.nullcontext()

@@ -128,6 +128,13 @@ FAMILIES = {
 for _moe, _dense in (("qwen3_moe", "qwen3"), ("mixtral", "mistral"), ("phimoe", "phi3"), ("olmoe", "olmo2")):
     FAMILIES[_moe] = FAMILIES[_dense]
 MOE_FAMILIES = ("qwen3_moe", "mixtral", "phimoe", "olmoe")
+# family -> (config class, the key of an expert's width, the key of the number of experts)
+MOE_CONFIGS = {
+    "qwen3_moe": ("Qwen3MoeConfig", "moe_intermediate_size", "num_experts"),
+    "mixtral": ("MixtralConfig", "intermediate_size", "num_local_experts"),
+    "phimoe": ("PhimoeConfig", "intermediate_size", "num_local_experts"),
+    "olmoe": ("OlmoeConfig", "intermediate_size", "num_experts"),
+}
 
 _CORPUS = [
     "I can't help with that request. I'm sorry, but I cannot assist with this.",
@@ -177,19 +184,8 @@ def build_config(
     experts_per_token: int = 2,
 ):
     """A tiny config of ``family``; mixture-of-experts families get ``experts`` experts of
-    ``hidden // 2`` channels each, ``experts_per_token`` of them routed per token."""
-    from transformers import (
-        Gemma2Config,
-        LlamaConfig,
-        MistralConfig,
-        MixtralConfig,
-        Olmo2Config,
-        OlmoeConfig,
-        Phi3Config,
-        PhimoeConfig,
-        Qwen3Config,
-        Qwen3MoeConfig,
-    )
+    ``2 * hidden // experts`` channels each, ``experts_per_token`` of them routed per token."""
+    from transformers import Gemma2Config, LlamaConfig, MistralConfig, Olmo2Config, Phi3Config, Qwen3Config
 
     common = dict(
         vocab_size=vocab_size,
@@ -214,28 +210,18 @@ def build_config(
         return MistralConfig(**common, sliding_window=None)
     if family == "olmo2":
         return Olmo2Config(**common)
-    # Mixture of experts: the same total width as the dense models' MLP (experts x channels).
-    channels = 2 * hidden // experts
-    if family == "qwen3_moe":
-        return Qwen3MoeConfig(
-            **common, moe_intermediate_size=channels, num_experts=experts, num_experts_per_tok=experts_per_token
-        )
-    if family == "mixtral":
-        moe = {key: value for key, value in common.items() if key != "intermediate_size"}
-        return MixtralConfig(
-            **moe, intermediate_size=channels, num_local_experts=experts, num_experts_per_tok=experts_per_token
-        )
-    if family == "olmoe":
-        moe = {key: value for key, value in common.items() if key != "intermediate_size"}
-        ids = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
-        return OlmoeConfig(
-            **moe, **ids, intermediate_size=channels, num_experts=experts, num_experts_per_tok=experts_per_token
-        )
-    if family == "phimoe":
-        moe = {key: value for key, value in common.items() if key not in ("intermediate_size", "head_dim")}
-        ids = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
-        return PhimoeConfig(
-            **moe, **ids, intermediate_size=channels, num_local_experts=experts, num_experts_per_tok=experts_per_token
+    if family in MOE_CONFIGS:
+        # Mixture of experts: the same total width as the dense models' MLP (experts x channels).
+        import transformers
+
+        class_name, width_key, experts_key = MOE_CONFIGS[family]
+        # Token ids of the real vocabularies are left out; make_tiny_model sets them.
+        moe = {key: value for key, value in common.items() if key not in (width_key, "head_dim")}
+        moe.update({"bos_token_id": None, "eos_token_id": None, "pad_token_id": None})
+        if family == "qwen3_moe":
+            moe["head_dim"] = common["head_dim"]
+        return getattr(transformers, class_name)(
+            **moe, **{width_key: 2 * hidden // experts, experts_key: experts}, num_experts_per_tok=experts_per_token
         )
     if family == "phi3":
         # Phi-3's config defaults name token ids of its 32k vocabulary; make_tiny_model sets them.

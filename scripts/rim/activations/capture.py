@@ -109,7 +109,9 @@ class Capture:
         rows, width = masks[0].shape
         masks = [mask.reshape(-1).to(hidden.device) for mask in masks]
         example = torch.arange(rows * width, device=hidden.device) // width
-        last = [self._last_pooled(mask.reshape(rows, width)) for mask in masks]
+        last = [
+            self._last_pooled(mask.reshape(rows, width)) if self.settings.pooling == "last" else None for mask in masks
+        ]
         fill = 0.0 if self.settings.pooling == "mean" else float("-inf")
         pooled = [torch.full((n_experts, rows, channels), fill, device=hidden.device) for _ in masks]
         counts = [torch.zeros((n_experts, rows), device=hidden.device) for _ in masks]

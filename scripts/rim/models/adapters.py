@@ -306,8 +306,8 @@ def _moe(dense: FamilyAdapter, name: str) -> FamilyAdapter:
 
 QWEN3_MOE = _moe(QWEN3, "qwen3_moe")
 MIXTRAL = _moe(MISTRAL, "mixtral")
-PHIMOE = _moe(LLAMA, "phimoe")
-OLMOE = _moe(LLAMA, "olmoe")
+PHIMOE = _moe(PHI3, "phimoe")
+OLMOE = _moe(OLMO2, "olmoe")
 ADAPTERS: dict[str, FamilyAdapter] = {
     adapter.name: adapter for adapter in (LLAMA, MISTRAL, PHI3, OLMO2, QWEN3, GEMMA2, QWEN3_MOE, MIXTRAL, PHIMOE, OLMOE)
 }
