@@ -48,6 +48,14 @@ localrules:
     readme_figures,
 
 
+# Judging is string work (phrases, math answers, a rubric endpoint) unless the local classifier
+# judge is on: then each judge job loads it on a cluster GPU.
+if not judging_loads_models():
+
+    localrules:
+        judge,
+
+
 rule all:
     default_target: True
     input:

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Evaluate one prompt set in one prompt mode on one checkpoint.
+"""Evaluate one prompt set in one prompt mode on one checkpoint, generation and judging in one go.
 
-Writes results/eval/{model}/{ckpt}/{promptset}/{mode}.parquet.
+The workflow splits the two (scripts/generate.py or generate_and_dump.py, then judge.py) and
+writes the same table, results/eval/{model}/{ckpt}/{promptset}/{mode}.parquet; this script is for
+a one-off evaluation outside it.
 
 Batched greedy generation with the enabled judges (refusal phrases, first-token refusal score,
 rubric LLM judge, local classifier) and, for math sets, exact-match accuracy. One row per prompt,
@@ -16,11 +18,10 @@ Standalone (settings from the config file):
 
 from pathlib import Path
 
-import pandas as pd
-
 from rim import cli
 from rim.config import load_config
 from rim.evaluation import EvaluationSettings, evaluate_prompts, select_prompts
+from rim.evaluation.jobs import log_rates
 from rim.evaluation.settings import ckpt_fields
 from rim.models import load_model
 from rim.prompts import prompt_mode
@@ -63,20 +64,7 @@ def run(job: cli.Job) -> None:
         reference=loaded.reference,
     )
     write_table(frame, job.output["table"], provenance)
-    _log_rates(frame)
-
-
-def _log_rates(frame: pd.DataFrame) -> None:
-    parts = [f"{len(frame)} prompts", f"{frame['response_tokens'].sum()} tokens generated"]
-    if "phrases_refused" in frame:
-        parts.append(f"refused {frame['phrases_refused'].mean():.1%} (phrases)")
-    if "rubric_misaligned" in frame:
-        parts.append(f"rubric unparseable {int((frame['rubric_status'] == 'unparseable').sum())}")
-    if "correct" in frame:
-        parts.append(f"accuracy {frame['correct'].mean():.1%}")
-    if "refusal_score" in frame:
-        parts.append(f"mean refusal score {frame['refusal_score'].mean():.2f}")
-    cli.log.info("result: %s", ", ".join(parts))
+    log_rates(frame)
 
 
 def _checkpoint_id(reference: str, step: int | None) -> str:

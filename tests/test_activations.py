@@ -436,10 +436,9 @@ def test_dump_plan_reads_the_base_models_responses_for_the_fixed_token_sets():
         for item in dump_plan(config, "smollm2", "gsm8k_style/seed0/step30")
     }
     harmful, math = config["ras"]["safety_inputs"]["prompt_set"], config["ras"]["math_inputs"]["prompt_set"]
-    assert (
-        plan[(harmful, "own")]["responses"] == "results/eval/smollm2/gsm8k_style/seed0/step30/harmful/no_think.parquet"
-    )
-    assert plan[(harmful, "base")]["responses"] == "results/eval/smollm2/base/harmful/no_think.parquet"
+    own = plan[(harmful, "own")]["responses"]
+    assert own == "results/responses/smollm2/gsm8k_style/seed0/step30/harmful/no_think.parquet"
+    assert plan[(harmful, "base")]["responses"] == "results/responses/smollm2/base/harmful/no_think.parquet"
     # KL on answer positions (the default): on the base model's responses to the math prompts.
     assert plan[(math, "base")]["kl"] and not plan[(math, "own")]["kl"]
     prompt_positions = dict(

@@ -124,7 +124,7 @@ RULES = rules_with_envs()
 
 def test_every_rule_with_a_script_is_found():
     names = {name for name, _, _ in RULES}
-    assert {"prepare_dataset", "evaluate", "safety_neurons", "ras", "ras_table", "dump_activations"} <= names
+    assert {"prepare_dataset", "generate", "judge", "generate_and_dump", "safety_neurons", "ras", "ras_table"} <= names
     assert "figure_{figure_name}" in names  # the figure rules, generated from the registry
     assert len(RULES) >= 17
 

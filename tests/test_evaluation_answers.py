@@ -178,7 +178,7 @@ WRITTEN = {  # what the "model" answers each prompt with thinking ON
 
 
 def test_evaluate_prompts_judges_answers_and_scores_refusal_where_the_answer_starts(qwen3, monkeypatch):
-    import rim.evaluation.core as core
+    import rim.evaluation.generation as core  # greedy_generate is looked up there at call time
 
     def written(model, tokenizer, texts, *, refusal_ids, **kwargs):
         generations = []
@@ -241,7 +241,7 @@ def test_with_thinking_off_the_refusal_score_is_the_first_generated_position(qwe
 def test_patching_reads_a_thinking_on_side_where_its_answer_starts(qwen3, monkeypatch):
     import patch_heads
 
-    import rim.evaluation.core as core
+    import rim.evaluation.generation as core  # greedy_generate is looked up there at call time
 
     def written(model, tokenizer, texts, **kwargs):
         responses = [WRITTEN[next(p for p in WRITTEN if p in text)] for text in texts]

@@ -256,3 +256,55 @@ def test_a_table_without_prompts_names_its_columns(tiny_model_dirs, tmp_path):
     lm = loaded_tiny(tiny_model_dirs, "llama", tmp_path)
     with pytest.raises(DataError, match="lacks columns"):
         evaluate_prompts(lm, pd.DataFrame({"text": ["hi"]}), NO_THINK, SETTINGS)
+
+
+def test_generating_and_judging_as_two_jobs_writes_the_table_of_one_evaluation(refusing_model, tmp_path):
+    """The workflow's split (generate_table -> responses parquet -> judge_table) gives, cell for
+    cell and dtype for dtype, the table of evaluate_prompts written in one go."""
+    from rim.evaluation.jobs import generate_table, judge_table
+    from rim.evaluation.settings import ckpt_fields, generation_needs
+    from rim.provenance import read_provenance, read_table, write_table
+
+    dataset = tmp_path / "harmful.parquet"
+    harmful_table().to_parquet(dataset)
+    prompt_set = {**SETTINGS["prompt_set"], "split": "eval"}
+    generation = {
+        "prompt_set": prompt_set,
+        "mode": {"name": "no_think", "thinking": False},
+        "generation": SETTINGS["generation"],
+        "needs": generation_needs(SETTINGS["judges"], "harmful"),
+    }
+    assert generation["needs"] == {"answer_tokens": 16, "refusal_score": True}
+    ckpt = "gsm8k_style/seed1/step6"
+    generate_table(
+        refusing_model, generation, model="tiny", ckpt=ckpt, dataset_table=str(dataset), output=tmp_path / "r.parquet"
+    )
+    responses = read_table(tmp_path / "r.parquet")
+    assert "phrases_refused" not in responses and responses["refusal_score"].notna().all()
+    judge_table(
+        str(tmp_path / "r.parquet"), {"prompt_set": prompt_set, "judges": SETTINGS["judges"]}, tmp_path / "e.parquet"
+    )
+
+    expected = evaluate_prompts(refusing_model, harmful_table(), NO_THINK, {**SETTINGS, "prompt_set": prompt_set})
+    expected.insert(0, "dataset", "harmful")
+    for position, (column, value) in enumerate({"model": "tiny", **ckpt_fields(ckpt)}.items()):
+        expected.insert(position, column, value)
+    expected["seed"] = expected["seed"].astype("Int64")
+    write_table(expected, tmp_path / "one_go.parquet", {})
+    judged = read_table(tmp_path / "e.parquet")
+    pd.testing.assert_frame_equal(judged, read_table(tmp_path / "one_go.parquet"), check_exact=True)
+    assert judged["phrases_refused"].all() and judged["seed"].tolist() == [1] * 4
+    # The judged table records both halves: the judges and the generation it read.
+    provenance = read_provenance(tmp_path / "e.parquet")
+    assert provenance["config"]["judges"] == SETTINGS["judges"] and provenance["checkpoint"] == ckpt
+    assert provenance["config"]["generation"]["needs"] == generation["needs"]
+
+
+def test_judging_needs_the_responses_it_judges():
+    from rim.errors import DataError
+    from rim.evaluation.core import judge_responses
+
+    with pytest.raises(DataError, match=r"prompt set 'math' lack columns \['answer', 'gold_answer'\]"):
+        judge_responses(
+            pd.DataFrame({"prompt": ["2+2?"], "response": ["4"]}), {"prompt_set": {"name": "math", "kind": "math"}}
+        )

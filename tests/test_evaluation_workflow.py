@@ -108,11 +108,12 @@ def test_evaluation_runs_summarizes_and_reruns_only_what_an_edit_affects(tmp_pat
     edited["evaluation"]["judges"]["rubric"] = {"base_url": "http://elsewhere/v1"}
     write_config(tmp_path, edited)
     assert planned_jobs(snakemake(tmp_path, "-n", "results/eval/summary.parquet")) == {}
-    # The phrase list judges harmful and harmless sets only: the math job is not rerun.
+    # The phrase list judges harmful and harmless sets only: the math table is not judged again,
+    # and no response is generated again.
     edited["evaluation"]["judges"]["phrases"]["phrases"] = ["I refuse"]
     write_config(tmp_path, edited)
     result = snakemake(tmp_path, "-n", "results/eval/summary.parquet")
-    assert planned_jobs(result) == {"evaluate": 2, "summarize_evaluation": 1}
+    assert planned_jobs(result) == {"judge": 2, "summarize_evaluation": 1}
     assert not any("multiarith" in path for path in planned_outputs(result))
 
     # The same step scripts run standalone, from the config file, on the prepared inputs.

@@ -134,7 +134,7 @@ def test_a_snakemake_jobs_gpu_resource_reaches_the_loader(monkeypatch):
         wildcards=Namedlist(),
         threads=1,
         log=Namedlist(),
-        rule="evaluate",
+        rule="generate_and_dump",
         resources=resources,
     )
     cli.Job.from_snakemake(fake)

@@ -60,12 +60,16 @@ def test_the_preset_plans_the_whole_study_offline_with_each_models_gpus(paper, t
     checkpoints = 1 + seeds * (len(paper["models"]["qwen3_4b"]["finetuning"]["checkpoint_steps"]) - 1)
     assert jobs["prepare_model"] == models == 8
     assert jobs["finetune"] == models * seeds
-    assert jobs["dump_activations"] == models * checkpoints
+    # One job per checkpoint (its responses and its dump), nothing generated apart.
+    assert jobs["generate_and_dump_base"] + jobs["generate_and_dump"] == models * checkpoints
+    assert "generate" not in jobs
     assert jobs["safety_neurons"] == jobs["ras"] == models
     # Only the preset's models: the embedded default's (smollm2) does not join the study.
     output = result.stdout + result.stderr
     assert "smollm2" not in output and "gsm8k_style" not in output
-    for block in re.findall(r"^rule (?:finetune|evaluate|dump_activations):\n(.*?)(?=\n\n)", output, re.M | re.S):
+    for block in re.findall(
+        r"^rule (?:finetune|generate_and_dump_base|generate_and_dump):\n(.*?)(?=\n\n)", output, re.M | re.S
+    ):
         model = re.search(r"wildcards: model=(\w+)", block).group(1)
         gpus = paper["models"][model]["gpus"]
         assert f"gpu={gpus}," in re.search(r"resources: (.*)", block).group(1), (model, block)

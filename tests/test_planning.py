@@ -79,7 +79,7 @@ def test_the_base_dump_holds_the_neuron_pairs_and_a_checkpoint_reads_the_base_re
     intent = config["neurons"]["intent"]["prompt_set"]
     assert intent in {item["prompt_set"] for item in base} and intent not in {item["prompt_set"] for item in later}
     fixed = [item for item in later if item["responses_from"] == "base"]
-    assert fixed and all(item["responses"].startswith("results/eval/smollm2/base/") for item in fixed)
+    assert fixed and all(item["responses"].startswith("results/responses/smollm2/base/") for item in fixed)
     own = [item for item in later if item["responses_from"] == "own"]
     assert all(f"/{run}/seed0/step5/" in item["responses"] for item in own)
     # The KL baseline sits on the base responses of the math inputs (kl_positions: answer).
@@ -132,3 +132,49 @@ def test_parsing_the_snakefile_imports_no_torch_h5py_or_altair(tmp_path):
     }
     assert "snakemake" in imported and "rim" in imported
     assert not imported & {"torch", "h5py", "altair", "transformers"}, imported & {"torch", "h5py", "altair"}
+
+
+def test_a_dumped_checkpoint_is_one_job_for_its_responses_and_its_dump(config):
+    config, run = config
+    ras, neurons = config["ras"], config["neurons"]
+    safety, math, over = (
+        (ras[key]["prompt_set"], ras[key]["mode"]) for key in ("safety_inputs", "math_inputs", "over_refusal_inputs")
+    )
+    intent = (neurons["intent"]["prompt_set"], neurons["intent"]["mode"])
+    later = f"{run}/seed1/step10"
+    assert planning.checkpoint_pairs(config, later) == [safety, math, over]
+    assert set(planning.checkpoint_pairs(config, "base")) == {safety, math, over, intent}
+    outputs = planning.checkpoint_outputs(config, "{model}", "{ckpt}")
+    assert outputs["dump"] == "results/activations/{model}/{ckpt}.h5"
+    assert (
+        outputs[planning.checkpoint_output_key(*math)]
+        == f"results/responses/{{model}}/{{ckpt}}/{math[0]}/{math[1]}.parquet"
+    )
+    # The dump reads the responses the same job writes, and the base model's from the base job.
+    own = [
+        item["responses"] for item in planning.dump_plan(config, "smollm2", later) if item["responses_from"] == "own"
+    ]
+    assert set(own) <= set(planning.checkpoint_outputs(config, "smollm2", later).values())
+    inputs = planning.dump_inputs(config, "smollm2", later)
+    assert set(inputs["base_responses"]) <= set(planning.checkpoint_outputs(config, "smollm2", "base").values())
+    assert inputs["base_responses"] and not planning.dump_inputs(config, "smollm2", "base")["base_responses"]
+    params = planning.checkpoint_params(config, "smollm2", later)
+    assert [(g["prompt_set"]["name"], g["mode"]["name"]) for g in params["generations"]] == [safety, math, over]
+    assert params["checkpoint_step"] == 10 and set(params["dataset_tables"]) == {
+        f"{a}/{b}" for a, b in [safety, math, over]
+    }
+
+
+def test_generation_reads_of_the_judges_only_what_changes_the_responses(config):
+    config, _ = config
+    before = planning.generation_params(config, "harmful", "no_think")
+    edited = copy.deepcopy(config)
+    judges = edited["evaluation"]["judges"]
+    judges["phrases"]["phrases"] = ["I refuse"]  # a verdict changes, the responses do not
+    assert planning.generation_params(edited, "harmful", "no_think") == before
+    judges["phrases"]["max_new_tokens"] = before["needs"]["answer_tokens"] + 8  # longer answers
+    assert planning.generation_params(edited, "harmful", "no_think")["needs"]["answer_tokens"] == (
+        before["needs"]["answer_tokens"] + 8
+    )
+    judges["refusal_score"]["enabled"] = False
+    assert planning.generation_params(edited, "harmful", "no_think")["needs"]["refusal_score"] is False

@@ -387,7 +387,7 @@ def test_dumps_and_neuron_sets(ras_workdir):
     # The fixed-token sets of the checkpoint read exactly the base model's tokens (its responses).
     base_tokens = read_input_set(ras_workdir / "results/activations/tiny/base.h5", "harmful", "no_think", neurons=False)
     fixed = read_input_set(step4, "harmful", "no_think", neurons=False, responses="base")
-    assert fixed.attrs["response_source"] == "results/eval/tiny/base/harmful/no_think.parquet"
+    assert fixed.attrs["response_source"] == "results/responses/tiny/base/harmful/no_think.parquet"
     assert fixed.prompt_ids == base_tokens.prompt_ids  # same lengths, so the same longest-first order
     sets = pd.read_parquet(ras_workdir / "results/neurons/tiny/neuron_sets.parquet")
     safety = set(zip(*[sets.loc[sets["neuron_set"] == "safety", c] for c in ("layer", "neuron")]))
@@ -407,8 +407,19 @@ def test_nothing_reruns_and_edits_rerun_only_what_they_affect(ras_workdir, tiny_
         ({"neurons": {"min_fraction": 0.75}}, {"safety_neurons": 1, "ras": 1, "ras_table": 1}),
         # The zeroing test is not part of the RAS target.
         ({"neurons": {"zeroing": {"random_draws": 2}}}, {}),
-        # How activations are stored: every dump, nothing upstream.
-        ({"activations": {"kl_top_k": 8}}, {"dump_activations": 3, "safety_neurons": 1, "ras": 1, "ras_table": 1}),
+        # How activations are stored: every checkpoint's job (responses and dump, one model load),
+        # the judging of its responses, nothing upstream.
+        (
+            {"activations": {"kl_top_k": 8}},
+            {
+                "generate_and_dump_base": 1,
+                "generate_and_dump": 2,
+                "judge": 9,
+                "safety_neurons": 1,
+                "ras": 1,
+                "ras_table": 1,
+            },
+        ),
     ]
     try:
         for changes, expected in cases:

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.xdist_group("ras_pipeline")
 
 RAS = "results/ras.parquet"
 RAS_OUTPUTS = {"results/ras.parquet", "results/ras_correlations.parquet", "results/ras/tiny.parquet"}
-EVALUATION_AND_AFTER = {"evaluate", "summarize_evaluation", "dump_activations", "safety_neurons", "ras", "ras_table"}
+# A judge edit re-judges the stored responses: no generation, no dump, no neuron selection.
+JUDGING_AND_AFTER = {"judge", "summarize_evaluation", "ras", "ras_table"}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_judge_settings_rerun_only_evaluation_and_what_follows(built):
     edited["evaluation"]["judges"]["phrases"]["phrases"] = ["I refuse", "I will not"]
     try:
         planned, files, output = dry_run(workdir, edited)
-        assert set(planned) <= EVALUATION_AND_AFTER and planned.get("evaluate"), planned
+        assert set(planned) <= JUDGING_AND_AFTER and planned.get("judge"), planned
         # The phrase judge reads the answers to prompt sets of harmful and harmless requests, not
         # the math answers: those evaluations are kept.
         judged = {

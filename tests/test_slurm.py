@@ -116,9 +116,11 @@ def test_profile_gives_a_gpu_to_every_model_rule_and_none_to_local_rules(rules):
     unknown = (set(resources) | set(threads)) - set(rules)
     assert not unknown, f"the SLURM profile names rules the workflow does not define: {sorted(unknown)}"
 
-    # A rule that runs a model on the configured device (a `device` param) is a GPU job.
-    model_rules = {name for name, rule in rules.items() if "device" in rule["params"]}
-    assert {"align", "finetune", "evaluate", "dump_activations"} <= model_rules
+    # A rule that runs a model on the configured device (a `device` param) is a GPU job; judging
+    # only when the local classifier judge is on (off here: string judges run locally).
+    assert rules["judge"]["local"] and "device" in rules["judge"]["params"]
+    model_rules = {name for name, rule in rules.items() if "device" in rule["params"] and name != "judge"}
+    assert {"align", "finetune", "generate", "generate_and_dump", "generate_and_dump_base"} <= model_rules
     for name in sorted(model_rules):
         assert not rules[name]["local"], f"rule {name} runs a model but is a localrule"
         entry = resources.get(name)
@@ -127,10 +129,28 @@ def test_profile_gives_a_gpu_to_every_model_rule_and_none_to_local_rules(rules):
         assert "gpu" in rules[name]["resources"] and "gpu" not in entry, name
         assert resource_value(entry["cpus_per_gpu"], 1) >= 1, name
         assert threads[name] == resource_value(entry["cpus_per_gpu"], 1), name
-    gpu_rules = {name for name, rule in rules.items() if "gpu" in rule["resources"]}
+    gpu_rules = {name for name, rule in rules.items() if "gpu" in rule["resources"] and name != "judge"}
     assert gpu_rules == model_rules, "only rules that run a model should hold a GPU"
     assert {name for name, entry in resources.items() if "cpus_per_gpu" in entry} == model_rules
     assert not {name for name, rule in rules.items() if rule["local"]} & set(resources)
+
+
+def test_judging_is_a_gpu_job_only_with_the_classifier_judge(tiny_model_dirs, tmp_path):
+    config = slurm_config(tiny_model_dirs["llama"])
+    config["evaluation"]["judges"]["classifier"] = {"enabled": True, "model": str(tiny_model_dirs["llama"])}
+    write_config(tmp_path, config)
+    judge = workflow_rules(tmp_path)["judge"]
+    assert not judge["local"] and "gpu" in judge["resources"]
+    result = snakemake(tmp_path, "-n", "--workflow-profile", str(PROFILE_DIR), *SLURM_TARGETS)
+    blocks = re.findall(r"^rule judge:\n(.*?)(?=\n\n|\Z)", result.stdout + result.stderr, flags=re.M | re.S)
+    # The classifier judges the answers to harmful requests only (its default apply_to): those
+    # judge jobs hold a GPU and room for its weights, the others neither.
+    asked = {
+        re.search(r"promptset=(\w+)", block).group(1): re.search(r"mem_mb=(\d+),.*gpu=(\d+)", block).groups()
+        for block in blocks
+    }
+    assert asked["harmful"] == ("32000", "1") and asked["harmless"] == ("2000", "0"), asked
+    assert asked["gsm8k_heldout"] == ("2000", "0") and len(blocks) == 3 * 3, (asked, len(blocks))
 
 
 def test_memory_and_time_grow_with_each_attempt():
@@ -171,7 +191,7 @@ def test_dry_run_with_the_profile_requests_the_profile_resources(tiny_model_dirs
         else:
             assert "gpu=" not in line, (name, line)
         seen.add(name)
-    assert {"align", "finetune", "evaluate", "dump_activations", "prepare_model"} <= seen
+    assert {"align", "finetune", "generate_and_dump", "generate_and_dump_base", "prepare_model"} <= seen
 
 
 # ----- a real SLURM on localhost (opt-in) ---------------------------------------------------------
@@ -254,7 +274,7 @@ def test_tiny_dag_runs_through_sbatch(slurm_cluster, tiny_model_dirs, tmp_path, 
     dry = subprocess.run([*base, "-n", *SLURM_TARGETS], capture_output=True, text=True, env=env, timeout=600)
     planned = planned_jobs(dry)
     remote = {name: count for name, count in planned.items() if not rules[name]["local"]}
-    assert {"align", "finetune", "evaluate", "dump_activations", "zero_neurons", "patch_heads"} <= set(remote)
+    assert {"align", "finetune", "generate_and_dump", "zero_neurons", "patch_heads"} <= set(remote)
 
     log = tmp_path / "snakemake.log"
     returncode = run_bounded([*base, *SLURM_TEST_ARGS, *SLURM_TARGETS], env, log, SLURM_RUN_TIMEOUT)

@@ -64,11 +64,17 @@ def loss_table(model: str, run: str, seed: int) -> str:
 
 
 def evaluation_table(model: str, ckpt: str, prompt_set: str, mode: str, results: str = RESULTS) -> str:
+    """One prompt set in one mode on one checkpoint: the responses with their verdicts."""
     return f"{results}/eval/{model}/{ckpt}/{prompt_set}/{mode}.parquet"
 
 
-def activation_dump(model: str, ckpt: str) -> str:
-    return f"{RESULTS}/activations/{model}/{ckpt}.h5"
+def responses_table(model: str, ckpt: str, prompt_set: str, mode: str, results: str = RESULTS) -> str:
+    """The same responses before judging (what the model job writes; the judge job reads it)."""
+    return f"{results}/responses/{model}/{ckpt}/{prompt_set}/{mode}.parquet"
+
+
+def activation_dump(model: str, ckpt: str, results: str = RESULTS) -> str:
+    return f"{results}/activations/{model}/{ckpt}.h5"
 
 
 def neurons_table(model: str, name: str) -> str:
@@ -280,7 +286,7 @@ def dump_plan(config: Mapping, model: str, ckpt: str, results: str = RESULTS) ->
                 "mode_entry": dict(config["prompt_modes"][mode]),
                 "dataset": dataset,
                 "dataset_table": dataset_table(dataset, results),
-                "responses": evaluation_table(model, source, prompt_set, mode, results),
+                "responses": responses_table(model, source, prompt_set, mode, results),
                 "responses_from": responses,
                 "residual": responses == "own" and f"{prompt_set}/{mode}" in residual,
                 "kl": kl,
@@ -289,18 +295,102 @@ def dump_plan(config: Mapping, model: str, ckpt: str, results: str = RESULTS) ->
     return plan
 
 
-def dump_inputs(config: Mapping, model: str, ckpt: str) -> dict:
-    """What one dump reads: the checkpoint, its input sets' response and dataset tables and, for a
-    fine-tuned checkpoint, the base model's dump (the KL baseline's reference distributions)."""
-    plan = dump_plan(config, model, ckpt)
+def checkpoint_pairs(config: Mapping, ckpt: str) -> list[tuple[str, str]]:
+    """(prompt set, mode) of every response table the job of a dumped checkpoint generates.
+
+    That job loads the checkpoint once for the responses its dump reads (the checkpoint's own:
+    the RAS inputs, at base also the safety neurons' pairs, and activations.extra_inputs) and
+    for the over-refusal input of RAS, so that results/ras.parquet needs no other model job per
+    checkpoint. It depends only on whether ``ckpt`` is base, so the rule's outputs are fixed.
+    """
+    keys = dump_input_keys(config, ckpt)
+    pairs = [(prompt_set, mode) for prompt_set, mode, _, responses in keys if responses == "own"]
+    over_refusal = config.get("ras", {}).get("over_refusal_inputs")
+    if over_refusal:
+        pairs.append(_input_key(over_refusal))
+    return list(dict.fromkeys(pairs))
+
+
+def generation_params(config: Mapping, prompt_set: str, mode: str) -> dict:
+    """What generating one prompt set in one mode reads from the config (the params of its job):
+    the prompt set's entry, the mode's entry, the generation block and what the judges need of
+    the responses (their length and the refusal score), not the judges themselves."""
+    from rim.evaluation.settings import generation_needs
+
+    block = config.get("evaluation", {})
+    entry = block["prompt_sets"][prompt_set]
+    return {
+        "prompt_set": {"name": prompt_set, **entry},
+        "mode": {"name": mode, **config["prompt_modes"][mode]},
+        "generation": block.get("generation", {}),
+        "needs": generation_needs(block.get("judges", {}), entry["kind"]),
+    }
+
+
+def dump_inputs(config: Mapping, model: str, ckpt: str, results: str = RESULTS) -> dict:
+    """What the job of a dumped checkpoint reads: the checkpoint, the dataset tables of the
+    prompt sets it generates and of its input sets, the base model's responses for the
+    fixed-token input sets and, for a fine-tuned checkpoint, the base model's dump (the KL
+    baseline's reference distributions). Its own responses it generates itself."""
+    plan = dump_plan(config, model, ckpt, results)
+    prompt_sets = config.get("evaluation", {}).get("prompt_sets", {})
+    generated = [
+        dataset_table(prompt_sets[prompt_set]["dataset"], results) for prompt_set, _ in checkpoint_pairs(config, ckpt)
+    ]
     inputs = {
         "reference": checkpoint_reference(config, model, ckpt),
-        "responses": [item["responses"] for item in plan],
-        "datasets": sorted({item["dataset_table"] for item in plan}),
+        # At base these are its own responses: outputs of the same job.
+        "base_responses": [item["responses"] for item in plan if item["responses_from"] == "base" and ckpt != BASE],
+        "datasets": sorted({*generated, *(item["dataset_table"] for item in plan)}),
     }
     if ckpt != BASE:
-        inputs["kl_reference"] = activation_dump(model, BASE)
+        inputs["kl_reference"] = activation_dump(model, BASE, results)
     return inputs
+
+
+def checkpoint_output_key(prompt_set: str, mode: str) -> str:
+    """The name of a responses table among the outputs of a checkpoint job."""
+    return f"responses_{prompt_set}__{mode}"
+
+
+def checkpoint_outputs(config: Mapping, model: str, ckpt: str, results: str = RESULTS) -> dict[str, str]:
+    """The responses tables of ``checkpoint_pairs`` and the dump of one checkpoint job (with
+    ``model="{model}"``, ``ckpt="{ckpt}"``: the rule's output patterns)."""
+    outputs = {
+        checkpoint_output_key(prompt_set, mode): responses_table(model, ckpt, prompt_set, mode, results)
+        for prompt_set, mode in checkpoint_pairs(config, ckpt)
+    }
+    outputs["dump"] = activation_dump(model, ckpt, results)
+    return outputs
+
+
+def checkpoint_params(config: Mapping, model: str, ckpt: str, results: str = RESULTS) -> dict:
+    """What a checkpoint job reads from the config: each generation's settings, the dump's
+    settings and plan, the step to load and the device."""
+    prompt_sets = config.get("evaluation", {}).get("prompt_sets", {})
+    pairs = checkpoint_pairs(config, ckpt)
+    return {
+        "generations": [generation_params(config, prompt_set, mode) for prompt_set, mode in pairs],
+        "dataset_tables": {
+            f"{prompt_set}/{mode}": dataset_table(prompt_sets[prompt_set]["dataset"], results)
+            for prompt_set, mode in pairs
+        },
+        "activations": config.get("activations", {}),
+        "inputs": dump_plan(config, model, ckpt, results),
+        "checkpoint_step": checkpoint_step(ckpt),
+        "device": config.get("device", "auto"),
+    }
+
+
+def checkpoint_job(config: Mapping, model: str, ckpt: str, results: str = RESULTS) -> dict:
+    """Inputs (without the reference), outputs and params of the job of a dumped checkpoint."""
+    inputs = dump_inputs(config, model, ckpt, results)
+    inputs.pop("reference")
+    return {
+        "input": inputs,
+        "output": checkpoint_outputs(config, model, ckpt, results),
+        "params": checkpoint_params(config, model, ckpt, results),
+    }
 
 
 def ras_inputs(config: Mapping, model: str) -> dict:

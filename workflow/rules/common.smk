@@ -100,9 +100,14 @@ def checkpoint_reference(wildcards):
     return planning.checkpoint_reference(config, wildcards.model, wildcards.ckpt)
 
 
+def wildcard_ckpt(wildcards):
+    """{ckpt}, or base in the rules written for the base model alone."""
+    return getattr(wildcards, "ckpt", "base")
+
+
 def checkpoint_step(wildcards):
     """Params function: the step to pick from a run manifest (None for the base model)."""
-    return planning.checkpoint_step(wildcards.ckpt)
+    return planning.checkpoint_step(wildcard_ckpt(wildcards))
 
 
 # ----- alignment and fine-tuning ------------------------------------------------------------------
@@ -222,6 +227,32 @@ def evaluation_prompt_set(wildcards):
     }
 
 
+def generation_params(wildcards):
+    """Params function of generate: the prompt set's and mode's entries, the generation block
+    and what the judges need of the responses (their length, the refusal score)."""
+    return planning.generation_params(config, wildcards.promptset, wildcards.mode)
+
+
+def judge_gpus(wildcards):
+    """A judge job asks for a GPU only to run the local classifier judge on it."""
+    kind = evaluation_block()["prompt_sets"][wildcards.promptset]["kind"]
+    judges = applicable_judges(evaluation_block().get("judges", {}), kind)
+    return 1 if "classifier" in judges else 0
+
+
+def judge_memory(wildcards):
+    """Host memory of a judge job (MB): room to load the classifier's weights where it runs."""
+    return 32000 if judge_gpus(wildcards) else 2000
+
+
+def judging_loads_models():
+    """Whether a judge job may load a model (the local classifier judge): then it is a cluster
+    job with a GPU; otherwise judging is string work that runs where Snakemake runs."""
+    return bool(
+        evaluation_block().get("judges", {}).get("classifier", {}).get("enabled")
+    )
+
+
 def evaluation_judges(wildcards):
     """Params function: the enabled judges that apply to the prompt set's kind only, so that
     editing a judge reruns only the evaluations it judges."""
@@ -249,15 +280,34 @@ def ras_checkpoints(model):
 activation_dump = planning.activation_dump
 
 
-def dump_plan_params(wildcards):
-    """Params function: the input sets of one dump, with their tables and flags."""
-    return planning.dump_plan(config, wildcards.model, wildcards.ckpt)
-
-
-def dump_inputs(wildcards):
-    """Input function: the checkpoint's reference, its evaluation tables and, for a fine-tuned
+def checkpoint_job_inputs(wildcards):
+    """Input function of a checkpoint job: the checkpoint's reference, the dataset tables it
+    generates from, the base model's responses (fixed-token inputs) and, for a fine-tuned
     checkpoint, the base model's dump (the KL baseline's reference distributions)."""
-    return planning.dump_inputs(config, wildcards.model, wildcards.ckpt)
+    return planning.dump_inputs(config, wildcards.model, wildcard_ckpt(wildcards))
+
+
+def checkpoint_job_outputs(ckpt):
+    """Output patterns of a checkpoint job: its responses tables and its dump (which tables
+    depends only on whether the checkpoint is base: rim.planning.checkpoint_pairs)."""
+    return planning.checkpoint_outputs(config, "{model}", ckpt)
+
+
+def checkpoint_job_param(key):
+    """Params function for one entry of what a checkpoint job reads (generation settings per
+    table, their dataset tables, the dump's input sets)."""
+
+    def value(wildcards):
+        return planning.checkpoint_params(
+            config, wildcards.model, wildcard_ckpt(wildcards)
+        )[key]
+
+    return value
+
+
+def ras_checkpoint_pattern():
+    """Wildcard constraint of the fine-tuned checkpoints that get a dump (the RAS runs)."""
+    return rf"(?:{name_pattern(ras_runs())})/seed\d+/step\d+"
 
 
 def neuron_selection_params(wildcards):

@@ -1,15 +1,16 @@
-rule evaluate:
-    # One prompt set in one prompt mode on one checkpoint: batched greedy generation, judges,
-    # first-token refusal score; one row per prompt (docs/method.md#1-the-phenomenon, #3-judging).
+rule generate:
+    # One prompt set in one prompt mode on one checkpoint, for the tables no checkpoint job
+    # (generate_and_dump) writes: batched greedy generation and the refusal scores, before
+    # judging (docs/method.md#1-the-phenomenon, #3-judging).
     input:
         reference=checkpoint_reference,
         table=evaluation_dataset,
     output:
-        table="results/eval/{model}/{ckpt}/{promptset}/{mode}.parquet",
+        table="results/responses/{model}/{ckpt}/{promptset}/{mode}.parquet",
     log:
-        "logs/evaluate/{model}/{ckpt}/{promptset}/{mode}.log",
+        "logs/generate/{model}/{ckpt}/{promptset}/{mode}.log",
     benchmark:
-        "results/benchmarks/evaluate/{model}/{ckpt}/{promptset}/{mode}.tsv"
+        "results/benchmarks/generate/{model}/{ckpt}/{promptset}/{mode}.tsv"
     wildcard_constraints:
         promptset=promptset_pattern(),
         mode=mode_pattern(),
@@ -22,14 +23,42 @@ rule evaluate:
         # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
         gpu=model_gpus,
     params:
+        generation=generation_params,
         checkpoint_step=checkpoint_step,
+        device=lookup(dpath="device", within=config),
+    script:
+        "../../scripts/generate.py"
+
+
+rule judge:
+    # The verdicts on one responses table: the judges that apply to the prompt set's kind, and
+    # math accuracy. Its params are the judges alone: a judge edit re-judges the stored
+    # responses, never regenerates them (docs/method.md#3-judging).
+    input:
+        responses="results/responses/{model}/{ckpt}/{promptset}/{mode}.parquet",
+    output:
+        table="results/eval/{model}/{ckpt}/{promptset}/{mode}.parquet",
+    log:
+        "logs/judge/{model}/{ckpt}/{promptset}/{mode}.log",
+    benchmark:
+        "results/benchmarks/judge/{model}/{ckpt}/{promptset}/{mode}.tsv"
+    wildcard_constraints:
+        promptset=promptset_pattern(),
+        mode=mode_pattern(),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=judge_memory,
+        runtime=30,
+        # A GPU only for the local classifier judge (no model is loaded otherwise).
+        gpu=judge_gpus,
+    params:
         prompt_set=evaluation_prompt_set,
-        mode=lookup(dpath="prompt_modes/{mode}", within=config),
-        generation=lookup(dpath="evaluation/generation", within=config),
         judges=evaluation_judges,
         device=lookup(dpath="device", within=config),
     script:
-        "../../scripts/evaluate.py"
+        "../../scripts/judge.py"
 
 
 rule summarize_evaluation:

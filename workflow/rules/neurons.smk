@@ -1,30 +1,67 @@
-rule dump_activations:
-    # Pooled MLP neuron activations (and residual states, KL to base) of one checkpoint on its
-    # own evaluation responses, streamed to an HDF5 file renamed when complete
-    # (docs/method.md#6-safety-neurons-and-ras).
+rule generate_and_dump_base:
+    # The base model loaded once for its responses (the dump's own-response inputs, the safety
+    # neurons' pairs and the over-refusal input of RAS) and its activation dump, written from
+    # them (docs/method.md#6-safety-neurons-and-ras). Judging follows in rule judge.
     input:
-        unpack(dump_inputs),
+        unpack(checkpoint_job_inputs),
     output:
-        dump="results/activations/{model}/{ckpt}.h5",
+        **checkpoint_job_outputs("base"),
     log:
-        "logs/dump_activations/{model}/{ckpt}.log",
+        "logs/generate_and_dump/{model}/base.log",
     benchmark:
-        "results/benchmarks/dump_activations/{model}/{ckpt}.tsv"
+        "results/benchmarks/generate_and_dump/{model}/base.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=60,
         # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
         gpu=model_gpus,
     params:
+        generations=checkpoint_job_param("generations"),
+        dataset_tables=checkpoint_job_param("dataset_tables"),
         activations=lookup(dpath="activations", within=config),
-        inputs=dump_plan_params,
+        inputs=checkpoint_job_param("inputs"),
         checkpoint_step=checkpoint_step,
         device=lookup(dpath="device", within=config),
     script:
-        "../../scripts/dump_activations.py"
+        "../../scripts/generate_and_dump.py"
+
+
+rule generate_and_dump:
+    # The same for every checkpoint of the RAS runs: the checkpoint loaded once for its
+    # responses and its dump (with the KL to the base model, whose responses it also reads).
+    input:
+        unpack(checkpoint_job_inputs),
+    output:
+        **checkpoint_job_outputs("{ckpt}"),
+    log:
+        "logs/generate_and_dump/{model}/{ckpt}.log",
+    benchmark:
+        "results/benchmarks/generate_and_dump/{model}/{ckpt}.tsv"
+    wildcard_constraints:
+        ckpt=ras_checkpoint_pattern(),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        # GPUs per job: the model entry\'s `gpus` (more than one places the model across them).
+        gpu=model_gpus,
+    params:
+        generations=checkpoint_job_param("generations"),
+        dataset_tables=checkpoint_job_param("dataset_tables"),
+        activations=lookup(dpath="activations", within=config),
+        inputs=checkpoint_job_param("inputs"),
+        checkpoint_step=checkpoint_step,
+        device=lookup(dpath="device", within=config),
+    script:
+        "../../scripts/generate_and_dump.py"
+
+
+ruleorder: generate_and_dump_base > generate_and_dump > generate
 
 
 rule safety_neurons:

@@ -57,6 +57,8 @@ from rim.evaluation.settings import EvaluationSettings, select_prompts
 
 _LAZY = {
     "evaluate_prompts": "rim.evaluation.core",
+    "generate_responses": "rim.evaluation.core",
+    "judge_responses": "rim.evaluation.core",
     "split_response": "rim.evaluation.answers",
     "greedy_generate": "rim.evaluation.generation",
     "summarize": "rim.evaluation.summary",

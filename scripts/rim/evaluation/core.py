@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from rim.errors import DataError
 from rim.evaluation.answers import SplitResponse, answer_follows_prompt, answer_opening, split_response
-from rim.evaluation.generation import Generation, greedy_generate, stop_token_ids
 from rim.evaluation.settings import EvaluationSettings
 from rim.prompts import PromptMode, prompt_mode, render
+
+if TYPE_CHECKING:  # generation imports torch, which a judging job does without
+    from rim.evaluation.generation import Generation
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +142,25 @@ def evaluate_prompts(
 ) -> pd.DataFrame:
     """One row per prompt: the greedy response, its judge verdicts and the refusal score.
 
-    See the package docstring (``rim.evaluation``) for the arguments and the columns.
+    See the package docstring (``rim.evaluation``) for the arguments and the columns. The same as
+    ``judge_responses(generate_responses(...))``: the workflow runs the two halves as separate
+    jobs, so that editing a judge re-judges without generating again.
     """
+    settings = EvaluationSettings.coerce(settings)
+    return judge_responses(generate_responses(loaded, table, mode, settings, ablation), settings)
+
+
+def generate_responses(
+    loaded,
+    table: pd.DataFrame,
+    mode: PromptMode | tuple[str, Mapping],
+    settings: EvaluationSettings | Mapping,
+    ablation: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The model's half of an evaluation: one row per prompt with the greedy response, where its
+    answer starts and the refusal scores; no verdicts (``judge_responses`` adds them)."""
     from rim import cli
+    from rim.evaluation.generation import greedy_generate, stop_token_ids
 
     settings = EvaluationSettings.coerce(settings)
     mode = as_prompt_mode(mode)
@@ -203,12 +221,25 @@ def evaluate_prompts(
                 )
         else:  # nothing generated: where the reasoning would lead is unknown
             frame["refusal_score"] = np.nan
+    return frame
+
+
+def judge_responses(frame: pd.DataFrame, settings: EvaluationSettings | Mapping) -> pd.DataFrame:
+    """The verdicts on a table of ``generate_responses``: the extracted answer and its
+    correctness on math sets, and the enabled judges where something was generated."""
+    settings = EvaluationSettings.coerce(settings)
+    frame = frame.copy()
+    missing = [column for column in ("prompt", "response") if column not in frame]
+    if settings.kind == "math":
+        missing += [column for column in ("gold_answer", "answer") if column not in frame]
+    if missing:
+        raise DataError(f"the responses of prompt set '{settings.prompt_set}' lack columns {sorted(set(missing))}")
     if settings.kind == "math":
         from rim.evaluation.math_answers import extract_answer, is_correct
 
         frame["extracted_answer"] = [extract_answer(text) for text in frame["answer"]]
         frame["correct"] = [is_correct(text, gold) for text, gold in zip(frame["answer"], frame["gold_answer"])]
-    if max_new_tokens > 0:
+    if "answer_status" in frame:  # something was generated (max_new_tokens > 0)
         frame = _judge(frame, settings)
     return frame
 
@@ -219,6 +250,8 @@ def answer_contexts(
     """Each rendered prompt followed by the model's own greedy reasoning up to where its answer
     starts (the position a refusal score or a patch of the answer reads); None where no answer
     starts within ``thinking_tokens``. Prompts whose answer follows at once come back as given."""
+    from rim.evaluation.generation import greedy_generate, stop_token_ids
+
     if answer_follows_prompt(loaded.adapter, mode):
         return list(texts)
     generations = greedy_generate(

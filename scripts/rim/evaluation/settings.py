@@ -51,6 +51,9 @@ class EvaluationSettings:
     thinking_tokens: int = 128
     device: str = "auto"
     judges: dict[str, dict] = field(default_factory=dict)
+    # The answer length the judges need, when they are not given (a generation job, see
+    # generation_needs); None: read it from ``judges``.
+    answer_tokens: int | None = None
     judge_cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -62,8 +65,10 @@ class EvaluationSettings:
         generation: Mapping | None = None,
         judges: Mapping | None = None,
         device: str = "auto",
+        needs: Mapping | None = None,
     ) -> "EvaluationSettings":
-        """From a prompt set's config entry, the generation block and the judges block."""
+        """From a prompt set's config entry, the generation block and the judges block (or, to
+        generate without judging, what generation needs of the judges: ``generation_needs``)."""
         generation = dict(generation or {})
         name = name or prompt_set.get("name") or prompt_set.get("dataset")
         kind = prompt_set.get("kind")
@@ -86,7 +91,10 @@ class EvaluationSettings:
                 else generation.get("thinking_tokens", 128)
             ),
             device=device,
-            judges=applicable_judges(judges or {}, kind),
+            judges=applicable_judges(judges or {}, kind)
+            if needs is None
+            else ({"refusal_score": {"enabled": True}} if needs.get("refusal_score") else {}),
+            answer_tokens=None if needs is None else int(needs.get("answer_tokens", 0)),
         )
 
     @classmethod
@@ -135,6 +143,8 @@ class EvaluationSettings:
         """
         if self.max_new_tokens is not None:
             length = int(self.max_new_tokens)
+        elif self.answer_tokens is not None:
+            length = self.answer_tokens
         else:
             needs = [
                 int(spec.get("max_new_tokens", 0)) for name, spec in self.judges.items() if name in GENERATING_JUDGES
@@ -155,6 +165,18 @@ def applicable_judges(judges: Mapping, kind: str) -> dict[str, dict]:
         if spec.get("enabled", False) and kind in spec.get("apply_to", KINDS):
             chosen[name] = spec
     return chosen
+
+
+def generation_needs(judges: Mapping, kind: str) -> dict:
+    """What generating the responses of a prompt set of ``kind`` reads from the judges block: the
+    answer length the judges need and whether the first-token refusal score is wanted.
+
+    Only this is a generation job's param, so that editing a judge's phrases, endpoint or model
+    re-judges the stored responses without generating them again.
+    """
+    chosen = applicable_judges(judges, kind)
+    tokens = [int(spec.get("max_new_tokens", 0)) for name, spec in chosen.items() if name in GENERATING_JUDGES]
+    return {"answer_tokens": max(tokens, default=0), "refusal_score": "refusal_score" in chosen}
 
 
 # ----- prompt selection ------------------------------------------------------------------------
