@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -119,3 +120,53 @@ def test_interrupted_three_times_then_the_same_command_finishes(tiny_model_dirs,
     assert not re.search(r"\d+/\d+ steps", log), "the last run trained again"  # a progress line
     assert (workdir / TARGET).exists() and not (workdir / STATE_DIR).exists()
     assert planned_jobs(snakemake(workdir, "-n", TARGET)) == {}
+
+
+def test_ctrl_c_ends_a_job_even_one_that_swallows_the_interrupt(tmp_path):
+    """Snakemake waits for its local jobs on Ctrl-C; Python delivers SIGINT as an exception only
+    when the main thread runs Python code, so a job held in native code (or a library catching
+    BaseException, simulated here) would hold Snakemake too. A step script's job ends at once."""
+    marker = tmp_path / "started"
+    (tmp_path / "job.py").write_text(
+        "import time\n"
+        "import rim  # noqa: F401  (every step script imports the package first)\n"
+        f"open({str(marker)!r}, 'w').close()\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(0.1)\n"
+        "    except BaseException:\n"
+        "        pass\n"
+    )
+    (tmp_path / "Snakefile").write_text(
+        'rule stuck:\n    output:\n        "never.txt",\n    script:\n        "job.py"\n'
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))
+    command = [SNAKEMAKE, "-s", str(tmp_path / "Snakefile"), "-d", str(tmp_path), "--cores", "1"]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), process.communicate()[0][-3000:]
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError("Snakemake still waited for its job 60 s after Ctrl-C") from None
+    assert not (tmp_path / "never.txt").exists()
+    # Outside Snakemake (a standalone run, a test, a notebook) Ctrl-C stays Python's KeyboardInterrupt.
+    standalone = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import signal, rim; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert standalone.stdout.strip() == "True"
