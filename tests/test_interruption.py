@@ -49,8 +49,21 @@ def start(workdir: Path, pause_at: int | None = None) -> subprocess.Popen:
     if pause_at is not None:
         env["RIM_TRAINER_PAUSE_AT_STEP"] = str(pause_at)
     return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=as_in_a_terminal,
     )
+
+
+def as_in_a_terminal() -> None:
+    """Ctrl-C's default disposition in the run's processes, as in a terminal. A test suite started
+    in the background of a non-interactive shell (`bash .ci/run &`) has SIGINT ignored, which its
+    children inherit: Snakemake then never reacts to Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupt_when_paused(process: subprocess.Popen, workdir: Path, step: int, sig: signal.Signals) -> str:
@@ -143,7 +156,12 @@ def test_ctrl_c_ends_a_job_even_one_that_swallows_the_interrupt(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))
     command = [SNAKEMAKE, "-s", str(tmp_path / "Snakefile"), "-d", str(tmp_path), "--cores", "1"]
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=as_in_a_terminal,
     )
     deadline = time.monotonic() + 120
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -157,16 +175,10 @@ def test_ctrl_c_ends_a_job_even_one_that_swallows_the_interrupt(tmp_path):
         process.communicate()
         raise AssertionError("Snakemake still waited for its job 60 s after Ctrl-C") from None
     assert not (tmp_path / "never.txt").exists()
-    # Outside Snakemake (a standalone run, a test, a notebook) Ctrl-C stays Python's KeyboardInterrupt.
-    standalone = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import signal, rim; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+    # Outside Snakemake (a standalone run, a test, a notebook) importing rim leaves Ctrl-C as it was.
+    check = (
+        "import signal; before = signal.getsignal(signal.SIGINT); "
+        "import rim; print(signal.getsignal(signal.SIGINT) is before)"
     )
+    standalone = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
     assert standalone.stdout.strip() == "True"

@@ -24,14 +24,14 @@ def _end_on_interrupt() -> None:
     """Let Ctrl-C end a Snakemake job at once, as SIGTERM does.
 
     On Ctrl-C Snakemake waits for its local jobs to exit (they get the same SIGINT), then marks
-    their outputs incomplete. Python turns SIGINT into an exception raised only when the main
-    thread runs Python code again; a job caught in a long native call (an import, a thread-pool
-    wait) was once seen to outlive it by more than 10 minutes, and Snakemake with it. Nothing a
-    job writes needs cleanup at exit: outputs are renamed into place when complete, the trainer
-    saves its state as it goes. Set on import of this package, before a step script's heavy
-    imports; standalone runs keep Python's KeyboardInterrupt.
+    their outputs incomplete. Python turns SIGINT into an exception, raised only when the main
+    thread runs Python code again and lost to any library that catches BaseException: such a job
+    would hold Snakemake until it finished (tests/test_interruption.py). Nothing a job writes
+    needs cleanup at exit: outputs are renamed into place when complete, the trainer saves its
+    state as it goes. Set on import of this package, before a step script's heavy imports; a
+    SIGINT its launcher ignores stays ignored, and standalone runs keep KeyboardInterrupt.
     """
-    if _is_snakemake_job():
+    if _is_snakemake_job() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
         _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
 
 
