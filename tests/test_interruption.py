@@ -48,6 +48,12 @@ def start(workdir: Path, pause_at: int | None = None) -> subprocess.Popen:
     env.pop("RIM_TRAINER_PAUSE_AT_STEP", None)
     if pause_at is not None:
         env["RIM_TRAINER_PAUSE_AT_STEP"] = str(pause_at)
+    return launch(command, env)
+
+
+def launch(command: list[str], env: dict) -> subprocess.Popen:
+    """Snakemake in its own process group with Ctrl-C's default action, as a terminal starts it;
+    its output captured as text."""
     return subprocess.Popen(
         command,
         env=env,
@@ -155,14 +161,7 @@ def test_ctrl_c_ends_a_job_even_one_that_swallows_the_interrupt(tmp_path):
     )
     env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))
     command = [SNAKEMAKE, "-s", str(tmp_path / "Snakefile"), "-d", str(tmp_path), "--cores", "1"]
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=as_in_a_terminal,
-    )
+    process = launch(command, env)
     deadline = time.monotonic() + 120
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
