@@ -450,3 +450,40 @@ def test_dump_plan_reads_the_base_models_responses_for_the_fixed_token_sets():
     assert {item["responses_from"] for item in plan} == {"own"} and [
         item["kl"] for item in plan if item["prompt_set"] == math
     ] == [True]
+
+
+def test_a_set_and_its_base_responses_twin_share_one_forward_pass(lm, tmp_path):
+    """At the base model a set's own responses are the base model's responses: the dump runs the
+    model over them once and writes both groups, each with exactly the arrays a dump of that set
+    alone writes (the twin with the KL reference, the other without)."""
+    ids = [f"h-{i}" for i in range(len(PROMPTS))]
+    own = InputSet("harmful", OFF, ids, PROMPTS, RESPONSES, residual=True)
+    twin = InputSet("harmful", OFF, ids, PROMPTS, RESPONSES, residual=True, kl=True, responses_from="base")
+    settings = DumpSettings(batch_size=2, neuron_dtype="float32")
+    calls = {}
+
+    def counted(name, sets):
+        count = []
+        with attached(lm.model, forward_pre={"": lambda module, args: count.append(1)}):
+            path = dump(lm, sets, tmp_path / f"{name}.h5", settings, write_kl_reference=True)
+        calls[name] = len(count)
+        return path
+
+    both = counted("both", [own, twin])
+    alone = {"own": counted("own", [own]), "base": counted("twin", [twin])}
+    # One pass over the shared prefix and one per batch of 2, for the two sets together.
+    assert calls == {"both": 4, "own": 4, "twin": 4}
+    for responses, path in alone.items():
+        with h5py.File(both) as shared, h5py.File(path) as single:
+            name = "harmful/no_think" + ("@base_responses" if responses == "base" else "")
+            arrays = {}
+
+            def collect(key, item, arrays=arrays):
+                if isinstance(item, h5py.Dataset):
+                    arrays[key] = item  # returns None: visititems goes on
+
+            single[name].visititems(collect)
+            assert ("kl_reference/top_logprobs" in arrays) == (responses == "base")
+            assert "residual" in arrays
+            for key, dataset in arrays.items():
+                np.testing.assert_array_equal(shared[name][key][()], dataset[()], err_msg=f"{name}/{key}")

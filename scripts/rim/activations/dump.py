@@ -218,9 +218,6 @@ def dump_activations(
     ``kl_to_base`` on input sets with ``kl``); ``write_kl_reference`` stores this model's own top-k
     log-probabilities there instead (the base model's dump; its ``kl_to_base`` is then 0).
     """
-    import torch
-
-    from rim.hooks import attached
 
     model, adapter, tokenizer = loaded.model, loaded.adapter, loaded.tokenizer
     shape = {
@@ -242,6 +239,7 @@ def dump_activations(
         handle.attrs["format_version"] = FORMAT_VERSION
         handle.attrs["provenance"] = json.dumps(provenance, default=str)
         handle.attrs["complete"] = False
+        groups = []
         for inputs, examples in encoded:
             reference = (
                 read_kl_reference(kl_reference, inputs.prompt_set, inputs.group)
@@ -260,44 +258,88 @@ def dump_activations(
                 kl=want_kl,
                 kl_reference_out=want_kl and write_kl_reference,
             )
-            capture = Capture(model, adapter, settings, residual)
-            pre, post = capture.hooks()
-            with attached(model, forward_pre=pre, forward=post), torch.no_grad():
-                prefix_length, prefix_cache = _shared_prefix(model, loaded.device, capture, examples, settings)
-                for batch in batches(examples, settings.batch_size):
-                    ids, attention, pool, prompt_pool, weights = batch_tensors(batch, settings, pad_id, prefix_length)
-                    capture.prepare(pool, prompt_pool, weights, shape["n_neurons"], shape["hidden"])
-                    spans = [e.kl_span(settings.kl_positions) for e in batch]
-                    # Logits only where the KL baseline reads them: the lm head is a large matmul.
-                    first = min(start for start, _ in spans)
-                    keep = (
-                        torch.arange(first - prefix_length, max(end for _, end in spans) - prefix_length)
-                        if want_kl
-                        else 1
-                    )
-                    cache = None
-                    if prefix_cache is not None:
-                        cache = copy.deepcopy(prefix_cache)
-                        cache.batch_repeat_interleave(len(batch))
-                    logits = model(
-                        input_ids=ids.to(loaded.device),
-                        attention_mask=attention.to(loaded.device),
-                        use_cache=cache is not None,
-                        logits_to_keep=keep,
-                        **({_cache_keyword(model): cache} if cache is not None else {}),
-                    ).logits
-                    kl = _kl_batch(batch, spans, first, logits, inputs, reference, settings) if want_kl else None
-                    writer.write(
-                        batch,
-                        capture.neurons.numpy(),
-                        capture.prompt_neurons.numpy(),
-                        capture.states.numpy() if residual else None,
-                        kl,
-                    )
-                    if progress is not None:
-                        progress.update(len(batch), set=inputs.name)
+            groups.append(_Group(inputs, examples, residual, want_kl, reference, writer))
+        for twins in _same_tokens(groups):
+            _run_groups(model, adapter, loaded.device, twins, settings, shape, pad_id, progress)
         handle.attrs["complete"] = True
     return Path(output)
+
+
+@dataclass
+class _Group:
+    """One input set on its way into the dump."""
+
+    inputs: InputSet
+    examples: list[Example]
+    residual: bool
+    want_kl: bool
+    reference: KLReference | None
+    writer: _GroupWriter
+
+
+def _same_tokens(groups: Sequence[_Group]) -> list[list[_Group]]:
+    """The groups in order, those with the same token sequences and residual positions together.
+
+    At the base model an input set's own responses are the base model's responses, so the set
+    and its ``@base_responses`` twin need one forward pass, not two: the activations are the same
+    bits, and the lm head runs on the KL span where either twin reads the KL."""
+    together: list[list[_Group]] = []
+    for group in groups:
+        twin = next((t for t in together if t[0].residual == group.residual and t[0].examples == group.examples), None)
+        if twin is None:
+            together.append([group])
+        else:
+            twin.append(group)
+    return together
+
+
+def _run_groups(model, adapter, device, twins: list[_Group], settings: DumpSettings, shape, pad_id, progress) -> None:
+    """One pass of the model over the twins' examples, written to each twin's group."""
+    import torch
+
+    from rim.hooks import attached
+
+    examples, residual = twins[0].examples, twins[0].residual
+    want_logits = any(group.want_kl for group in twins)
+    capture = Capture(model, adapter, settings, residual)
+    pre, post = capture.hooks()
+    with attached(model, forward_pre=pre, forward=post), torch.no_grad():
+        prefix_length, prefix_cache = _shared_prefix(model, device, capture, examples, settings)
+        for batch in batches(examples, settings.batch_size):
+            ids, attention, pool, prompt_pool, weights = batch_tensors(batch, settings, pad_id, prefix_length)
+            capture.prepare(pool, prompt_pool, weights, shape["n_neurons"], shape["hidden"])
+            spans = [e.kl_span(settings.kl_positions) for e in batch]
+            # Logits only where the KL baseline reads them: the lm head is a large matmul.
+            first = min(start for start, _ in spans)
+            keep = (
+                torch.arange(first - prefix_length, max(end for _, end in spans) - prefix_length) if want_logits else 1
+            )
+            cache = None
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(batch))
+            logits = model(
+                input_ids=ids.to(device),
+                attention_mask=attention.to(device),
+                use_cache=cache is not None,
+                logits_to_keep=keep,
+                **({_cache_keyword(model): cache} if cache is not None else {}),
+            ).logits
+            for group in twins:
+                kl = (
+                    _kl_batch(batch, spans, first, logits, group.inputs, group.reference, settings)
+                    if group.want_kl
+                    else None
+                )
+                group.writer.write(
+                    batch,
+                    capture.neurons.numpy(),
+                    capture.prompt_neurons.numpy(),
+                    capture.states.numpy() if residual else None,
+                    kl,
+                )
+                if progress is not None:
+                    progress.update(len(batch), set=group.inputs.name)
 
 
 def _shared_prefix(model, device, capture: Capture, examples: Sequence[Example], settings: DumpSettings):
