@@ -7,10 +7,13 @@ environment's Snakemake, and prints:
 - the wall time of the run and the number of jobs, per rule;
 - the sum of the job times per rule, from Snakemake's own benchmark files
   (results/benchmarks/<rule>/..., the `s` column), and the largest resident memory of any job;
-- the peak memory of the whole process tree (Snakemake and its jobs, sampled every second).
+- the peak memory of the whole process tree (Snakemake and its jobs, sampled every second);
+- the CPU time of the Snakemake process itself (planning, file checks, logging; not its jobs),
+  which shares the cores with the jobs.
 
     python benchmarks/bench_dag.py                           # results/ras.parquet, 2 cores
     python benchmarks/bench_dag.py --target all --cores 2 --keep /tmp/dag_run
+    python benchmarks/bench_dag.py -- --scheduler ilp        # extra Snakemake arguments after --
 
 Run the code before and after a change one after the other on the same, otherwise idle machine:
 a second process on 2 cores changes the figures more than most changes do.
@@ -67,6 +70,17 @@ def tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
+def own_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of the process itself so far (its children not counted)."""
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return None
+    return times.user + times.system
+
+
 def per_rule(benchmarks: Path) -> dict[str, dict[str, float]]:
     """Jobs, summed seconds and the largest max_rss (MB) per rule from Snakemake's benchmark files."""
     rules: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0, "max_rss_mb": 0.0})
@@ -92,6 +106,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", default=None, help="run in this folder and keep it (default: a temporary folder)")
     parser.add_argument("--snakemake", default=str(Path(sys.executable).with_name("snakemake")))
+    parser.add_argument("extra", nargs="*", help="more Snakemake arguments (after --)")
     args = parser.parse_args(argv)
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_dag_"))
@@ -99,10 +114,13 @@ def main(argv=None) -> None:
         raise SystemExit(f"{folder} is not empty: the run must start from scratch")
     folder.mkdir(parents=True, exist_ok=True)
     copy_tracked(folder)
-    command = [args.snakemake, "--cores", str(args.cores)] + ([] if args.target == "all" else [args.target])
+    command = [args.snakemake, "--cores", str(args.cores), *args.extra]
+    command += [] if args.target == "all" else [args.target]
     print(f"+ {' '.join(command)}  (in {folder})", flush=True)
     log = folder / "bench_dag.log"
     peak = [0.0]
+    # Read every second: the last reading before Snakemake exits is its CPU time to within 1 s.
+    snakemake_cpu = [0.0]
     started = time.perf_counter()
     with log.open("w") as output:
         # The copy's own package, ahead of an editable install that points at this checkout.
@@ -115,6 +133,9 @@ def main(argv=None) -> None:
         def sample() -> None:
             while process.poll() is None:
                 peak[0] = max(peak[0], tree_rss_mb(process.pid))
+                seconds = own_cpu_seconds(process.pid)
+                if seconds is not None and process.poll() is None:
+                    snakemake_cpu[0] = seconds
                 time.sleep(1.0)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -132,6 +153,8 @@ def main(argv=None) -> None:
         f"{benchmarked} with benchmark files"
     )
     print(f"peak memory of the process tree {peak[0]:.0f} MB")
+    share = 100 * snakemake_cpu[0] / wall
+    print(f"CPU time of the Snakemake process itself {snakemake_cpu[0]:.0f} s ({share:.1f}% of one core)")
     print(f"{'rule':<24} {'jobs':>5} {'sum of job s':>13} {'mean s':>8} {'max job RSS MB':>15}")
     for rule, entry in sorted(rules.items(), key=lambda item: -item[1]["seconds"]):
         mean = entry["seconds"] / max(entry["jobs"], 1)
