@@ -45,10 +45,12 @@ def copy_tracked(destination: Path) -> None:
         capture_output=True,
     ).stdout.split(b"\0")
     for name in filter(None, files):
-        source = REPO / name.decode()
-        if source.is_file():
-            target = destination / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
+        source, target = REPO / name.decode(), destination / name.decode()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            # profiles -> workflow/profiles: without it Snakemake runs without the default profile.
+            target.symlink_to(source.readlink())
+        elif source.is_file():
             shutil.copy2(source, target)
 
 

@@ -10,11 +10,14 @@ rule generate_and_dump_base:
         "logs/generate_and_dump/{model}/base.log",
     benchmark:
         "results/benchmarks/generate_and_dump/{model}/base.tsv"
+    # The first job once both cores are free after the fine-tunings (it asks for 2): without
+    # the priority, one-thread jobs (`all`) keep one core busy and it waits for them all.
+    priority: 8
     conda:
         "../../envs/torch.yaml"
-    # Every checkpoint job waits on this one, so it runs alone after the fine-tunings: a second
-    # thread instead of an idle core. Inference numbers do not depend on the thread count
-    # (README, "The same numbers on another machine").
+    # Every checkpoint job waits on this one, so it runs alone: a second thread instead of an
+    # idle core. Inference numbers do not depend on the thread count (README, "The same numbers
+    # on another machine").
     threads: 2
     resources:
         mem_mb=4000,
