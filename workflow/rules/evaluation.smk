@@ -45,6 +45,10 @@ rule judge:
     wildcard_constraints:
         promptset=promptset_pattern(),
         mode=mode_pattern(),
+    # As soon as its responses exist: a judge takes a second or two between model jobs. Without
+    # the priority the greedy scheduler (default profile) prefers the model jobs' larger inputs
+    # and left all 66 judges of results/ras.parquet to the end (63 s with nothing else to run).
+    priority: 1
     conda:
         "../../envs/torch.yaml"
     threads: 1
